@@ -1,0 +1,95 @@
+"""Export a torch module to a single self-contained ONNX file with either exporter."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import pathlib
+import sys
+import warnings
+
+# opset per exporter. torchscript: 17. dynamo: 18, the opset its translation library is
+# written for (its default in torch 2.13 is 20, reached through the version converter).
+OPSETS = {"torchscript": 17, "dynamo": 18}
+BATCH = "batch"
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence exporter chatter (progress prints, warnings, log lines). Exceptions still
+    propagate; what was printed is replayed on stderr when one does."""
+    buf = io.StringIO()
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export",
+                                              "torch.fx.experimental.symbolic_shapes",
+                                              "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buf), \
+                contextlib.redirect_stderr(buf):
+            warnings.simplefilter("ignore")
+            for lg in loggers:
+                lg.setLevel(logging.ERROR)
+            yield
+    except BaseException:
+        sys.stderr.write(buf.getvalue())
+        raise
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def export(module, example, input_names, output_names, exporter: str,
+           path: str | os.PathLike, *, dynamic_batch: bool = True,
+           opset: int | None = None, fold_bn: bool = True) -> pathlib.Path:
+    """Write ``module`` to ``path`` as one .onnx file (weights embedded) and return the path.
+
+    ``example`` is a tuple of torch tensors. With ``dynamic_batch`` dim 0 of every input and
+    output is the symbolic dim ``"batch"``; the example batch must then be >= 2 (torch.export
+    specializes size-1 dims).
+
+    Both exporters fold eval-mode BatchNorm into the preceding Conv by default (torchscript:
+    its eval peephole pass; dynamo: onnxscript's FuseBatchNormIntoConv rewrite). With
+    ``fold_bn=False`` BatchNormalization nodes are kept: torchscript exports with
+    TrainingMode.PRESERVE (the module is in eval mode, so BN is inference-mode); dynamo
+    skips the default optimizer and only folds constants and lifts them to initializers.
+    """
+    import torch
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opset = opset or OPSETS[exporter]
+    common = dict(input_names=list(input_names), output_names=list(output_names),
+                  opset_version=opset, external_data=False)
+    with _quiet(), torch.no_grad():
+        if exporter == "torchscript":
+            axes = ({n: {0: BATCH} for n in [*input_names, *output_names]}
+                    if dynamic_batch else None)
+            training = (torch.onnx.TrainingMode.EVAL if fold_bn
+                        else torch.onnx.TrainingMode.PRESERVE)
+            torch.onnx.export(module, example, str(path), dynamo=False, dynamic_axes=axes,
+                              do_constant_folding=True, training=training, **common)
+        elif exporter == "dynamo":
+            shapes = (tuple({0: torch.export.Dim(BATCH)} for _ in example)
+                      if dynamic_batch else None)
+            program = torch.onnx.export(module, example, dynamo=True, dynamic_shapes=shapes,
+                                        optimize=fold_bn, verbose=False, **common)
+            if not fold_bn:
+                _light_optimize(program.model)
+            program.save(str(path), external_data=False)
+        else:
+            raise ValueError(f"unknown exporter {exporter!r}; expected torchscript or dynamo")
+    return path
+
+
+def _light_optimize(model) -> None:
+    """The dynamo exporter's optimizer minus its pattern rewrites (which fuse BN into Conv)."""
+    import onnx_ir.passes.common as passes
+    from onnxscript import optimizer
+
+    optimizer.fold_constants(model)
+    passes.RemoveUnusedNodesPass()(model)
+    passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+    passes.DeduplicateInitializersPass()(model)
+    passes.CommonSubexpressionEliminationPass()(model)

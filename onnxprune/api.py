@@ -1,0 +1,124 @@
+"""Python entry points: `prune(...)` does what `onnxprune in.onnx out.onnx` does."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import metrics
+from .errors import InvalidModelError, InvalidOptionError
+from .model import Model
+from .pipeline import Context, Pass, run_pipeline
+from .plan import Budget
+from .validate import compare_models, validation_inputs
+
+
+@dataclass
+class PruneOptions:
+    structured: float = 0.0
+    criterion: str = "l1"
+    global_ranking: bool = False
+    round_to: int = 1
+    exclude: list[str] = field(default_factory=list)
+    validate: bool = True
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    seed: int = 0
+    external_data: bool | None = None
+    latency_runs: int = 20
+
+    def check(self) -> None:
+        from onnxprune.passes import CRITERIA
+
+        if not 0.0 <= self.structured < 1.0:
+            raise InvalidOptionError(f"--structured must be in [0, 1), got {self.structured}")
+        if self.criterion not in CRITERIA:
+            raise InvalidOptionError(f"--criterion '{self.criterion}' is unknown (choose from {', '.join(CRITERIA)})")
+        if self.round_to < 1:
+            raise InvalidOptionError(f"--round-to must be at least 1, got {self.round_to}")
+
+
+def build_passes(options: PruneOptions) -> list[Pass]:
+    from onnxprune.passes import CRITERIA, ChannelBudget, RemoveChannels
+
+    budget = Budget(options.structured, options.global_ranking, options.round_to)
+    return [CRITERIA[options.criterion](), ChannelBudget(budget), RemoveChannels()]
+
+
+def check_paths(source: Path, target: Path) -> None:
+    if not source.exists():
+        raise InvalidModelError(f"input model '{source}' does not exist")
+    if source.is_dir():
+        raise InvalidModelError(f"input model '{source}' is a folder, not a file")
+    if target.exists() and os.path.samefile(source, target) or source.resolve() == target.resolve():
+        raise InvalidOptionError(f"output '{target}' is the input model; choose another output path")
+    if target.is_dir():
+        raise InvalidOptionError(f"output '{target}' is a folder; give a file name")
+    if not (target.parent if str(target.parent) else Path(".")).is_dir():
+        raise InvalidOptionError(f"output folder '{target.parent}' does not exist")
+
+
+def model_stats(model: Model, shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    flops = metrics.count_flops(model.light_proto(), shapes)
+    params = sum(w.array.size for w in model.weights.values() if w.array is not None and w.array.dtype.kind == "f")
+    return {"params": int(params), "flops": int(flops.total), "flops_by_op": flops.by_op_type,
+            "weight_bytes": int(model.nbytes())}
+
+
+def prune(
+    source: str | os.PathLike,
+    target: str | os.PathLike,
+    options: PruneOptions,
+    log: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Prune `source` into `target` and return the report (also what --report writes)."""
+    source, target = Path(source), Path(target)
+    options.check()
+    check_paths(source, target)
+    started = time.perf_counter()
+    model = Model.load(source)
+    specs, shapes, notes = validation_inputs(model, options.shapes, options.seed)
+    before = model_stats(model, shapes)
+    context = Context(model, options={"exclude": options.exclude}, log=log)
+    context.report.update(input=str(source), output=str(target), seed=options.seed, notes=notes)
+    run_pipeline(build_passes(options), context)
+    after = model_stats(model, shapes)
+    model.save(target, external_data=options.external_data)
+    report = context.report
+    report["before"], report["after"] = before, after
+    report["prune_seconds"] = round(time.perf_counter() - started, 3)
+    report["shapes"] = {name: list(shape) for name, shape in shapes.items()}
+    if options.validate:
+        log("validating in ONNX Runtime")
+        report["validation"] = compare_models(source, target, specs, shapes, options.seed, runs=options.latency_runs)
+    return report
+
+
+def write_json(report: dict[str, Any], path: str | os.PathLike) -> None:
+    """Atomic like model saving: a half-written report would mislead a pipeline."""
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(_finite(report), indent=2, default=_json_default, allow_nan=False) + "\n")
+    os.replace(temp, path)
+
+
+def _finite(value: Any) -> Any:
+    """Strict JSON has no NaN or Infinity: write them as null (the report's notes say why)."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

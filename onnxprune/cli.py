@@ -1,0 +1,106 @@
+"""Command line: `onnxprune IN OUT [options]` prunes; `onnxprune inspect IN` lists channel spaces."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from .errors import OnnxPruneError
+
+_DEBUG_ENV = "ONNXPRUNE_DEBUG"
+
+
+class DefaultToPrune(click.Group):
+    """`onnxprune in.onnx out.onnx` means `onnxprune prune in.onnx out.onnx`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["prune", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultToPrune, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="onnxprune")
+def main() -> None:
+    """Prune exported ONNX models: smaller, faster, still valid."""
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"onnxprune: error: {message}", err=True)
+    sys.exit(code)
+
+
+@main.command("prune")
+@click.argument("source", metavar="IN")
+@click.argument("target", metavar="OUT")
+@click.option("--structured", type=float, default=0.0, show_default=True,
+              help="Fraction of the channels of every prunable space to remove (0 <= r < 1).")
+@click.option("--criterion", default="l1", show_default=True, help="Channel score: l1, l2 or bn-scale.")
+@click.option("--global", "global_ranking", is_flag=True,
+              help="Rank channels of all spaces together (normalized scores) instead of the same ratio everywhere.")
+@click.option("--round-to", type=int, default=1, show_default=True, help="Keep channel counts multiples of N.")
+@click.option("--exclude", multiple=True, metavar="PATTERN", help="Leave spaces touching matching node names alone.")
+@click.option("--validate/--no-validate", default=True, show_default=True,
+              help="Compare outputs and latency of both models in ONNX Runtime.")
+@click.option("--shapes", multiple=True, metavar="NAME:DIMS", help="Shapes for symbolic dims, e.g. x:1x3x224x224.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random validation inputs.")
+@click.option("--report", "report_path", metavar="PATH", help="Write the JSON report here.")
+@click.option("--external-data/--no-external-data", default=None,
+              help="Store weights in OUT.data (default: as the input did, or when over 2 GB).")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def prune_command(source, target, structured, criterion, global_ranking, round_to, exclude, validate, shapes, seed,
+                  report_path, external_data, quiet) -> None:
+    """Remove channels from IN and write the smaller model to OUT."""
+    from .api import PruneOptions, prune, write_json
+    from .inputs import parse_shapes
+    from .report import summary
+
+    log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
+    options = PruneOptions(
+        structured=structured, criterion=criterion, global_ranking=global_ranking, round_to=round_to,
+        exclude=list(exclude), validate=validate, shapes=parse_shapes(shapes), seed=seed,
+        external_data=external_data,
+    )
+    report = prune(source, target, options, log=log)
+    if report_path:
+        write_json(report, report_path)
+    if not quiet:
+        click.echo(summary(report))
+        click.echo(f"wrote {target}")
+
+
+@main.command("inspect")
+@click.argument("source", metavar="IN")
+@click.option("--json", "as_json", is_flag=True, help="Print the channel spaces as JSON.")
+@click.option("--verbose", "-v", is_flag=True, help="List every member and every pin reason.")
+def inspect_command(source, as_json, verbose) -> None:
+    """List the channel spaces of IN: size, members, prunable or pinned and why."""
+    from .deps import build_channel_graph
+    from .model import Model
+    from .report import inspect_table
+
+    graph = build_channel_graph(Model.load(source))
+    spaces = [space.to_dict() for space in graph.spaces]
+    click.echo(json.dumps(spaces, indent=2) if as_json else inspect_table(spaces, verbose))
+
+
+def run() -> None:
+    """Console entry point: user errors become one line and exit code 2, never a traceback."""
+    try:
+        main(standalone_mode=False)
+    except OnnxPruneError as exc:
+        _fail(str(exc))
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code if exc.exit_code != 1 else 2)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get(_DEBUG_ENV):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        _fail(f"internal error: {type(exc).__name__}: {first} (set {_DEBUG_ENV}=1 for a traceback)", 70)

@@ -1,0 +1,328 @@
+"""Propagation of channel layouts through the graph, and the resulting channel spaces."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from ..model import Model, TensorInfo, subgraph_outer_inputs
+from .atoms import AtomTable, Layout
+from .shape_values import ShapeValues
+
+
+@dataclass(frozen=True)
+class Member:
+    """Channels [offset, offset + space size) of `axis` of `tensor` belong to the space."""
+
+    tensor: str
+    axis: int
+    offset: int
+    is_weight: bool
+
+
+@dataclass(frozen=True)
+class Pin:
+    reason: str
+    node: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.reason} (at {self.node})" if self.node else self.reason
+
+
+@dataclass
+class ChannelSpace:
+    """A set of channels that must be removed together, index by index, from every member."""
+
+    id: int
+    size: int
+    members: list[Member]
+    pins: list[Pin] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)  # nodes whose weights are members
+    label: str = ""
+
+    @property
+    def prunable(self) -> bool:
+        return not self.pins
+
+    @property
+    def weight_members(self) -> list[Member]:
+        return [m for m in self.members if m.is_weight]
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "label": self.label,
+            "size": self.size,
+            "prunable": self.prunable,
+            "pinned_by": [str(p) for p in self.pins],
+            "nodes": self.nodes,
+            "members": [
+                {"tensor": m.tensor, "axis": m.axis, "offset": m.offset, "weight": m.is_weight} for m in self.members
+            ],
+        }
+
+
+Fixup = Callable[["Removal"], None]
+
+
+class Removal:
+    """Which indices leave each (tensor, axis): what rewrite and fixups read."""
+
+    def __init__(self, removed: dict[tuple[str, int], np.ndarray]):
+        self._removed = removed
+
+    def removed(self, tensor: str, axis: int) -> np.ndarray:
+        return self._removed.get((tensor, axis), np.zeros(0, dtype=np.int64))
+
+    def count(self, tensor: str, axis: int) -> int:
+        return int(self.removed(tensor, axis).size)
+
+    def items(self):
+        return self._removed.items()
+
+
+class SpaceBuilder:
+    """The context propagation rules work on: layouts per (tensor, axis), pins and fixups."""
+
+    def __init__(self, model: Model, shapes: dict[str, TensorInfo]):
+        self.model = model
+        self.shapes = shapes
+        self.shape_values = ShapeValues(model, shapes)
+        self.atoms = AtomTable()
+        self.layouts: dict[tuple[str, int], Layout] = {}
+        self._pins: list[tuple[str, int | None, Pin]] = []
+        self.fixups: list[Fixup] = []
+        # Parameter inputs computed from shapes that the rewrite turns into constants.
+        self._frozen: dict[tuple[int, int], tuple[onnx.NodeProto, str, np.ndarray]] = {}
+
+    # ------------------------------------------------------------ facts rules need
+
+    def rank(self, tensor: str) -> int | None:
+        info = self.shapes.get(tensor)
+        return None if info is None else info.rank
+
+    def dim(self, tensor: str, axis: int) -> int | None:
+        info = self.shapes.get(tensor)
+        return None if info is None else info.static_dim(axis)
+
+    def dims(self, tensor: str) -> tuple | None:
+        info = self.shapes.get(tensor)
+        return None if info is None else info.shape
+
+    def const(self, tensor: str) -> np.ndarray | None:
+        """Value of an initializer input ('' or activation: None)."""
+        if tensor and self.model.is_weight(tensor):
+            return self.model.weight(tensor)
+        return None
+
+    def param(self, node: onnx.NodeProto, index: int) -> list[int] | None:
+        """An integer parameter input (split sizes, slice bounds, shape...) if known before run time.
+
+        A value computed from shapes is frozen: the rewrite replaces it with a constant, so that
+        removing channels cannot change it behind the rule's back.
+        """
+        name = node.input[index] if index < len(node.input) else ""
+        if not name:
+            return None
+        if self.model.is_weight(name):
+            value = self.model.weight(name)
+            return [int(v) for v in np.asarray(value).reshape(-1)] if value.dtype.kind in "iu" else None
+        derived = self.shape_values.get(name)
+        if derived is None or not derived.fully_known or derived.value.dtype.kind not in "iu":
+            return None
+        self._frozen[(id(node), index)] = (node, name, derived.value.astype(np.int64))
+        return [int(v) for v in derived.value.reshape(-1)]
+
+    def is_derived(self, node: onnx.NodeProto) -> bool:
+        """True for nodes that only compute shape values (handled by ShapeValues, not by rules)."""
+        outputs = [name for name in node.output if name]
+        return bool(outputs) and all(name in self.shape_values for name in outputs)
+
+    def freeze_params(self) -> None:
+        """Replace frozen shape-derived parameter inputs that no fixup rewrote with constants."""
+        for node, name, value in self._frozen.values():
+            for index, current in enumerate(node.input):
+                if current == name:
+                    self.model.set_node_input_constant(node, index, value, f"{node.name or node.op_type}_param")
+
+    def pin_shape_leaks(self) -> None:
+        """Pin the sizes a shape value was computed from wherever it reaches more than a frozen parameter."""
+        outputs = set(self.model.output_names)
+        for name, derived in self.shape_values.values.items():
+            if not derived.sources:
+                continue
+            leaks = [node for node, index in self.model.consumers(name)
+                     if not self.is_derived(node) and (id(node), index) not in self._frozen]
+            reason = None
+            if leaks:
+                reason = f"its size is read at run time by {self.model.node_label(leaks[0])}"
+            elif name in outputs:
+                reason = f"its size is a graph output ('{name}')"
+            if reason:
+                for tensor, axis in derived.sources:
+                    self.pin(tensor, axis, reason)
+
+    def is_weight(self, tensor: str) -> bool:
+        return bool(tensor) and self.model.is_weight(tensor)
+
+    # ------------------------------------------------------------ layouts
+
+    def tracked(self, tensor: str) -> dict[int, Layout]:
+        return {axis: layout for (name, axis), layout in self.layouts.items() if name == tensor}
+
+    def layout(self, tensor: str, axis: int, node: onnx.NodeProto | None = None, create: bool = True) -> Layout | None:
+        """The layout of an input axis; weights get fresh atoms, untracked activations pinned ones."""
+        key = (tensor, axis)
+        if key in self.layouts:
+            return self.layouts[key]
+        if not create or not tensor:
+            return None
+        size = self.dim(tensor, axis)
+        if size is None or size <= 0:
+            return None
+        layout = (self.atoms.new(size),)
+        self.layouts[key] = layout
+        if not self.is_weight(tensor):
+            origin = self.model.producer(tensor)
+            source = f"produced by {self.model.node_label(origin)}" if origin is not None else "a graph input"
+            self.pin(tensor, axis, f"axis {axis} of '{tensor}' ({source}) carries no tracked channels",
+                     node)
+        return layout
+
+    def set_output(self, tensor: str, axis: int, layout: Layout | None) -> None:
+        if layout is None or not tensor:
+            return
+        key = (tensor, axis)
+        if key in self.layouts:
+            self.tie([self.layouts[key], layout], None)
+        else:
+            self.layouts[key] = layout
+
+    def tie(self, layouts: list[Layout | None], node: onnx.NodeProto | None) -> Layout | None:
+        present = [layout for layout in layouts if layout is not None]
+        if not present:
+            return None
+        first = present[0]
+        for other in present[1:]:
+            if not self.atoms.unify(first, other):
+                for layout in present:
+                    self.pin_layout(layout, "channel counts disagree", node)
+        return first
+
+    def merge(self, items: list[tuple[str, int]], node: onnx.NodeProto) -> Layout | None:
+        """Tie the given input axes together. Untracked ones join as pinned atoms."""
+        if not any(key in self.layouts or self.is_weight(key[0]) for key in items):
+            return None
+        layouts = [self.layout(tensor, axis, node) for tensor, axis in items]
+        if any(layout is None for layout in layouts):
+            for tensor, axis in items:
+                self.pin(tensor, axis, "an operand's size on this axis is unknown", node)
+        return self.tie(layouts, node)
+
+    def sub_layout(self, layout: Layout, start: int, length: int) -> Layout:
+        return self.atoms.sub_layout(layout, start, length)
+
+    def concat_layouts(self, layouts: list[Layout]) -> Layout:
+        return tuple(atom for layout in layouts for atom in layout)
+
+    # ------------------------------------------------------------ pins and fixups
+
+    def pin(self, tensor: str, axis: int | None, reason: str, node: onnx.NodeProto | None = None) -> None:
+        label = self.model.node_label(node) if node is not None else None
+        self._pins.append((tensor, axis, Pin(reason, label)))
+
+    def pin_layout(self, layout: Layout, reason: str, node: onnx.NodeProto | None = None) -> None:
+        key = f"\0layout{len(self._pins)}"
+        self.layouts[(key, 0)] = layout
+        self.pin(key, 0, reason, node)
+
+    def pin_node(self, node: onnx.NodeProto, reason: str) -> None:
+        """Pin every axis of every tensor the node reads or writes."""
+        for name in list(node.input) + sorted(subgraph_outer_inputs(node)) + list(node.output):
+            if name:
+                self.pin(name, None, reason, node)
+
+    def add_fixup(self, fixup: Fixup) -> None:
+        self.fixups.append(fixup)
+
+    # ------------------------------------------------------------ result
+
+    def spaces(self) -> list[ChannelSpace]:
+        atoms = self.atoms
+        occurrences: dict[int, list[Member]] = defaultdict(list)
+        for (tensor, axis), layout in self.layouts.items():
+            if tensor.startswith("\0"):
+                continue
+            offset = 0
+            for leaf in atoms.leaves(layout):
+                occurrences[atoms.find(leaf)].append(Member(tensor, axis, offset, self.is_weight(tensor)))
+                offset += atoms.size[leaf]
+        pins: dict[int, list[Pin]] = defaultdict(list)
+        by_tensor: dict[str, list[tuple[int, Layout]]] = defaultdict(list)
+        for (tensor, axis), layout in self.layouts.items():
+            by_tensor[tensor].append((axis, layout))
+        for tensor, axis, pin in self._pins:
+            for layout_axis, layout in by_tensor.get(tensor, []):
+                if axis is None or axis == layout_axis:
+                    for leaf in atoms.leaves(layout):
+                        root = atoms.find(leaf)
+                        if pin not in pins[root]:
+                            pins[root].append(pin)
+
+        spaces = []
+        for root, members in occurrences.items():
+            if not any(m.is_weight for m in members):
+                continue  # only activations: nothing to slice, nothing to report
+            members.sort(key=lambda m: (not m.is_weight, m.tensor, m.axis, m.offset))
+            space = ChannelSpace(len(spaces), atoms.size[root], members, pins.get(root, []))
+            space.nodes = self._weight_nodes(members)
+            space.label = self._label(space)
+            spaces.append(space)
+        self._order(spaces)
+        return spaces
+
+    def _weight_nodes(self, members: list[Member]) -> list[str]:
+        names: list[str] = []
+        for member in members:
+            if member.is_weight:
+                for node, _ in self.model.consumers(member.tensor):
+                    label = node.name or node.output[0]
+                    if label not in names:
+                        names.append(label)
+        return names
+
+    def _label(self, space: ChannelSpace) -> str:
+        for member in space.weight_members:
+            for node, index in self.model.consumers(member.tensor):
+                if index == 1 and member.axis == 0 and node.op_type in ("Conv", "Gemm"):
+                    return f"{node.op_type} '{node.name or node.output[0]}' output channels"
+                if index == 1 and node.op_type == "MatMul" and member.axis == 1:
+                    return f"MatMul '{node.name or node.output[0]}' output features"
+        first = space.weight_members[0]
+        return f"'{first.tensor}' axis {first.axis}"
+
+    def _order(self, spaces: list[ChannelSpace]) -> None:
+        """Number spaces in graph order, so ids are stable and read naturally."""
+        position = {}
+        for index, node in enumerate(self.model.graph.node):
+            for name in node.input:
+                position.setdefault(name, index)
+        spaces.sort(key=lambda s: (min(position.get(m.tensor, 1 << 30) for m in s.weight_members), s.label))
+        for index, space in enumerate(spaces):
+            space.id = index
+
+    def removal(self, plan: dict[int, np.ndarray], spaces: list[ChannelSpace]) -> Removal:
+        """Expand in-space indices to (tensor, axis) indices for every member."""
+        per_axis: dict[tuple[str, int], list[np.ndarray]] = defaultdict(list)
+        for space in spaces:
+            indices = plan.get(space.id)
+            if indices is None or len(indices) == 0:
+                continue
+            assert space.prunable, f"space {space.id} is pinned"
+            for member in space.members:
+                per_axis[(member.tensor, member.axis)].append(np.asarray(indices, dtype=np.int64) + member.offset)
+        return Removal({key: np.unique(np.concatenate(parts)) for key, parts in per_axis.items()})

@@ -1,0 +1,282 @@
+"""Ops that move, join, cut or reshape axes: Concat, Split, Slice, Transpose, (Un)Squeeze, Flatten,
+Reshape, Shape."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from ..builder import Removal, SpaceBuilder
+from . import rule
+from .common import attr, forward, input_at, norm_axis, opset, remove_attr, set_ints_attr
+
+
+@rule("Concat")
+def concat(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
+    inputs = [name for name in node.input if name]
+    rank = builder.rank(node.output[0]) or builder.rank(inputs[0])
+    if rank is None:
+        builder.pin_node(node, "Concat of unknown rank")
+        return
+    axis = norm_axis(int(attr(node, "axis")), rank)
+    parts = [name for name in inputs if builder.dim(name, axis) != 0]
+    if any((name, axis) in builder.layouts or builder.is_weight(name) for name in parts):
+        layouts = [builder.layout(name, axis, node) for name in parts]
+        if any(layout is None for layout in layouts):
+            builder.pin_node(node, "Concat operand with unknown size on the concat axis")
+        else:
+            builder.set_output(node.output[0], axis, builder.concat_layouts(layouts))
+    for other in range(rank):
+        if other != axis:
+            builder.set_output(node.output[0], other, builder.merge([(name, other) for name in parts], node))
+
+
+def _split_sizes(builder: SpaceBuilder, node: onnx.NodeProto, axis: int) -> list[int] | None:
+    if opset(builder) >= 13:
+        sizes = builder.param(node, 1) if input_at(node, 1) else None
+        if input_at(node, 1) and sizes is None:
+            return None
+    else:
+        sizes = attr(node, "split")
+        sizes = list(sizes) if sizes else None
+    if sizes:
+        return sizes
+    total, count = builder.dim(node.input[0], axis), len(node.output)
+    if total is None:
+        return None
+    if attr(node, "num_outputs") is not None:
+        piece = -(-total // count)
+        return [min(piece, total - piece * index) for index in range(count)]
+    return [total // count] * count if total % count == 0 else None
+
+
+@rule("Split")
+def split(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
+    x = node.input[0]
+    rank = builder.rank(x)
+    if rank is None:
+        builder.pin_node(node, "Split of unknown rank")
+        return
+    axis = norm_axis(int(attr(node, "axis", 0)), rank)
+    for other, other_layout in builder.tracked(x).items():
+        if other != axis:
+            for output in node.output:
+                builder.set_output(output, other, other_layout)
+    layout = builder.layouts.get((x, axis))
+    if layout is None:
+        return
+    sizes = _split_sizes(builder, node, axis)
+    if sizes is None or sum(sizes) != builder.atoms.total(layout):
+        builder.pin(x, axis, "Split sizes are not constant", node)
+        return
+    offset = 0
+    for output, size in zip(node.output, sizes):
+        if size:
+            builder.set_output(output, axis, builder.sub_layout(layout, offset, size))
+        offset += size
+
+    def fix(removal: Removal) -> None:
+        new_sizes = [size - removal.count(out, axis) for out, size in zip(node.output, sizes)]
+        if new_sizes == sizes:
+            return
+        remove_attr(node, "num_outputs")
+        if opset(builder) >= 13:
+            builder.model.set_node_input_constant(node, 1, np.array(new_sizes, np.int64), f"{node.name}_split")
+        else:
+            set_ints_attr(node, "split", new_sizes)
+
+    builder.add_fixup(fix)
+
+
+@rule("Slice")
+def slice_(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
+    data, out = node.input[0], node.output[0]
+    rank = builder.rank(data)
+    starts, ends = builder.param(node, 1), builder.param(node, 2)
+    axes = builder.param(node, 3) if input_at(node, 3) else None
+    steps = builder.param(node, 4) if input_at(node, 4) else None
+    if rank is None or starts is None or ends is None or (input_at(node, 3) and axes is None) or (
+        input_at(node, 4) and steps is None
+    ):
+        if builder.tracked(data):
+            builder.pin_node(node, "Slice with run-time bounds")
+        return
+    axes = [norm_axis(a, rank) for a in (axes if axes is not None else range(len(starts)))]
+    steps = steps if steps is not None else [1] * len(starts)
+    sliced: dict[int, tuple[int, int, int]] = {}  # axis -> (position in the lists, start, end)
+    for position, axis in enumerate(axes):
+        if (data, axis) not in builder.layouts:
+            continue
+        size = builder.atoms.total(builder.layouts[(data, axis)])
+        start, end = starts[position], ends[position]
+        start = min(max(start + size if start < 0 else start, 0), size)
+        end = min(max(end + size if end < 0 else end, 0), size)
+        if steps[position] != 1 or end <= start:
+            builder.pin(data, axis, "Slice with a step or an empty range on a channel axis", node)
+            continue
+        sliced[axis] = (position, start, end)
+    for axis, layout in builder.tracked(data).items():
+        if axis in sliced:
+            _, start, end = sliced[axis]
+            builder.set_output(out, axis, builder.sub_layout(layout, start, end - start))
+        else:
+            builder.set_output(out, axis, layout)
+    if not sliced:
+        return
+
+    def fix(removal: Removal) -> None:
+        new_starts, new_ends = list(starts), list(ends)
+        for axis, (position, start, end) in sliced.items():
+            removed = removal.removed(data, axis)
+            new_start = start - int(np.sum(removed < start))
+            new_starts[position] = new_start
+            new_ends[position] = new_start + (end - start) - int(np.sum((removed >= start) & (removed < end)))
+        if new_starts != starts:
+            builder.model.set_node_input_constant(node, 1, np.array(new_starts, np.int64), f"{node.name}_starts")
+        if new_ends != ends:
+            builder.model.set_node_input_constant(node, 2, np.array(new_ends, np.int64), f"{node.name}_ends")
+
+    builder.add_fixup(fix)
+
+
+@rule("Transpose")
+def transpose(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
+    rank = builder.rank(node.input[0])
+    perm = attr(node, "perm")
+    if perm is None:
+        if rank is None:
+            builder.pin_node(node, "Transpose of unknown rank")
+            return
+        perm = list(reversed(range(rank)))
+    inverse = {source: target for target, source in enumerate(perm)}
+    forward(builder, node, node.input[0], node.output[0], inverse.get, "")
+
+
+def _axes_of(builder: SpaceBuilder, node: onnx.NodeProto) -> list[int] | None:
+    if opset(builder) >= 13:
+        name = input_at(node, 1)
+        return builder.param(node, 1) if name else []
+    return list(attr(node, "axes", []))
+
+
+@rule("Squeeze")
+def squeeze(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
+    x, rank = node.input[0], builder.rank(node.input[0])
+    axes = _axes_of(builder, node)
+    dims = builder.dims(x)
+    if rank is None or axes is None or (not axes and (dims is None or any(not isinstance(d, int) for d in dims))):
+        if builder.tracked(x):
+            builder.pin_node(node, "Squeeze with unknown axes")
+        return
+    removed = {norm_axis(a, rank) for a in axes} if axes else {i for i, d in enumerate(dims) if d == 1}
+    forward(builder, node, x, node.output[0],
+            lambda a: None if a in removed else a - sum(1 for r in removed if r < a), "squeezed channel axis")
+
+
+@rule("Unsqueeze")
+def unsqueeze(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
+    x, rank = node.input[0], builder.rank(node.input[0])
+    axes = _axes_of(builder, node)
+    if rank is None or not axes:
+        if builder.tracked(x):
+            builder.pin_node(node, "Unsqueeze with unknown axes")
+        return
+    out_rank = rank + len(axes)
+    inserted = {norm_axis(a, out_rank) for a in axes}
+    kept = [a for a in range(out_rank) if a not in inserted]
+    forward(builder, node, x, node.output[0], lambda a: kept[a], "")
+
+
+def _prefix(dims, end: int):
+    """Product of dims[:end] as (integer part, symbolic names); None when a dim is unknown."""
+    product, symbols = 1, []
+    for dim in dims[:end]:
+        if isinstance(dim, int):
+            product *= dim
+        elif isinstance(dim, str):
+            symbols.append(dim)
+        else:
+            return None
+    return product, tuple(sorted(symbols))
+
+
+def _matching_axis(in_dims, out_dims, axis: int) -> int | None:
+    """The output axis holding exactly input axis `axis` (same size, same elements before it)."""
+    size, before = in_dims[axis], _prefix(in_dims, axis)
+    if not isinstance(size, int) or before is None:
+        return None
+    for candidate, dim in enumerate(out_dims):
+        if dim == size and _prefix(out_dims, candidate) == before:
+            return candidate
+    return None
+
+
+@rule("Flatten")
+def flatten(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
+    x = node.input[0]
+    dims = builder.dims(x)
+    if not builder.tracked(x):
+        return
+    if dims is None:
+        builder.pin_node(node, "Flatten of unknown shape")
+        return
+    split = norm_axis(int(attr(node, "axis", 1)), len(dims))
+
+    def target(axis: int) -> int | None:
+        group = range(split) if axis < split else range(split, len(dims))
+        # The channel axis survives only if every other dim flattened with it is 1 (e.g. after GAP).
+        if all(dims[other] == 1 for other in group if other != axis):
+            return 0 if axis < split else 1
+        return None
+
+    forward(builder, node, x, node.output[0], target, "Flatten mixes the channel axis with spatial dims")
+
+
+@rule("Reshape")
+def reshape(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
+    x, shape_name, out = node.input[0], node.input[1], node.output[0]
+    if not builder.tracked(x):
+        return
+    target = builder.param(node, 1)
+    in_dims, out_dims = builder.dims(x), builder.dims(out)
+    if target is None or in_dims is None or out_dims is None:
+        builder.pin_node(node, "Reshape with a run-time or unknown shape")
+        return
+    mapping: dict[int, int] = {}
+    for axis in builder.tracked(x):
+        match = _matching_axis(in_dims, out_dims, axis)
+        if match is not None and target[match] in (in_dims[axis], -1) and target.count(-1) <= 1:
+            mapping[axis] = match
+        elif match is not None and target[match] == 0 and match == axis and not attr(node, "allowzero", 0):
+            mapping[axis] = match
+    forward(builder, node, x, out, mapping.get, "Reshape merges or splits the channel axis")
+    literal = {axis: out_axis for axis, out_axis in mapping.items() if target[out_axis] > 0}
+    if not literal:
+        return
+
+    def fix(removal: Removal) -> None:
+        new_target = list(target)
+        for axis, out_axis in literal.items():
+            new_target[out_axis] = target[out_axis] - removal.count(x, axis)
+        if new_target != target:
+            builder.model.set_node_input_constant(node, 1, np.array(new_target, np.int64), f"{node.name}_shape")
+
+    builder.add_fixup(fix)
+
+
+@rule("Shape")
+def shape(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
+    x = node.input[0]
+    rank = builder.rank(x)
+    tracked = builder.tracked(x)
+    if not tracked:
+        return
+    if rank is None:
+        builder.pin(x, None, "its shape is read by Shape", node)
+        return
+    start = norm_axis(int(attr(node, "start", 0)), rank)
+    end = attr(node, "end")
+    end = rank if end is None else min(norm_axis(int(end), rank), rank)
+    for axis in tracked:
+        if start <= axis < end:
+            builder.pin(x, axis, "its size is read by Shape", node)

@@ -1,0 +1,162 @@
+"""Values computed from tensor shapes (Shape -> Gather -> Div -> Slice bounds, and so on).
+
+Exporters compute split points, slice bounds and reshape targets from `Shape` at run time (torch's
+`chunk` does). Such a value is harmless to a channel space only if every place it ends up is a
+parameter that a rule rewrites with a constant. We evaluate these small integer subgraphs here,
+remember which (tensor, axis) sizes each value was derived from, and let the builder pin those axes
+wherever a derived value leaks into anything else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from ..model import Model, TensorInfo
+
+
+@dataclass
+class ShapeValue:
+    value: np.ndarray  # int64 (or bool), entries where `known` is False are meaningless
+    known: np.ndarray  # bool, same shape
+    sources: frozenset[tuple[str, int]]  # (tensor, axis) sizes this value was computed from
+
+    @property
+    def fully_known(self) -> bool:
+        return bool(np.all(self.known))
+
+
+def _attr(node: onnx.NodeProto, name: str, default=None):
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return onnx.helper.get_attribute_value(attribute)
+    return default
+
+
+def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    # ONNX integer Div truncates toward zero, numpy's // floors.
+    safe = np.where(b == 0, 1, b)
+    return np.sign(a) * np.sign(safe) * (np.abs(a) // np.abs(safe))
+
+
+_BINARY = {
+    "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Max": np.maximum, "Min": np.minimum,
+    "Equal": np.equal, "Less": np.less, "Greater": np.greater, "Mod": np.mod,
+}
+
+
+class ShapeValues:
+    def __init__(self, model: Model, shapes: dict[str, TensorInfo]):
+        self.model = model
+        self.shapes = shapes
+        self.values: dict[str, ShapeValue] = {}
+        for node in model.graph.node:
+            if node.domain in ("", "ai.onnx"):
+                try:
+                    self._evaluate(node)
+                except (ValueError, IndexError, TypeError):
+                    continue  # not something we can evaluate: it stays a run-time value
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.values
+
+    def get(self, name: str) -> ShapeValue | None:
+        return self.values.get(name)
+
+    def _operand(self, name: str) -> ShapeValue | None:
+        if name in self.values:
+            return self.values[name]
+        if name and self.model.is_weight(name):
+            array = self.model.weight(name)
+            if array.dtype.kind in "iub" and array.size <= 64:
+                return ShapeValue(np.asarray(array), np.ones(array.shape, bool), frozenset())
+        return None
+
+    def _evaluate(self, node: onnx.NodeProto) -> None:
+        op = node.op_type
+        if op == "Shape":
+            self._shape(node)
+            return
+        inputs = [self._operand(name) if name else None for name in node.input]
+        present = [value for value in inputs if value is not None]
+        if not any(name in self.values for name in node.input) or len(present) != sum(1 for n in node.input if n):
+            return
+        sources = frozenset().union(*(value.sources for value in present))
+        result = self._compute(node, op, inputs)
+        if result is not None:
+            value, known = result
+            self.values[node.output[0]] = ShapeValue(np.asarray(value), np.asarray(known, bool), sources)
+
+    def _shape(self, node: onnx.NodeProto) -> None:
+        info = self.shapes.get(node.input[0])
+        if info is None or info.shape is None:
+            return
+        rank = len(info.shape)
+        start = _attr(node, "start", 0)
+        end = _attr(node, "end", rank)
+        start, end = (s + rank if s < 0 else s for s in (start, end))
+        start, end = max(0, min(start, rank)), max(0, min(end, rank))
+        dims = info.shape[start:end]
+        value = np.array([d if isinstance(d, int) else 0 for d in dims], np.int64)
+        known = np.array([isinstance(d, int) for d in dims], bool)
+        sources = frozenset((node.input[0], axis) for axis in range(start, end))
+        self.values[node.output[0]] = ShapeValue(value, known, sources)
+
+    def _compute(self, node, op, inputs):
+        first = inputs[0]
+        if op in ("Identity", "Cast"):
+            if op == "Cast" and _attr(node, "to") not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+                return None
+            return first.value.astype(np.int64), first.known
+        if op == "Gather":
+            indices = inputs[1]
+            if not indices.fully_known:
+                return None
+            axis = _attr(node, "axis", 0)
+            return (np.take(first.value, indices.value, axis=axis), np.take(first.known, indices.value, axis=axis))
+        if op == "Concat":
+            axis = _attr(node, "axis", 0)
+            return (np.concatenate([v.value.reshape(-1) if v.value.ndim == 0 else v.value for v in inputs], axis),
+                    np.concatenate([v.known.reshape(-1) if v.known.ndim == 0 else v.known for v in inputs], axis))
+        if op in ("Unsqueeze", "Squeeze", "Reshape"):
+            return self._reshape(node, op, inputs)
+        if op == "Slice":
+            if not all(v.fully_known for v in inputs[1:] if v is not None) or first.value.ndim != 1:
+                return None
+            start, end = int(inputs[1].value.reshape(-1)[0]), int(inputs[2].value.reshape(-1)[0])
+            step = int(inputs[4].value.reshape(-1)[0]) if len(inputs) > 4 and inputs[4] is not None else 1
+            picked = slice(start, end, step)
+            return first.value[picked], first.known[picked]
+        if op in _BINARY or op == "Div":
+            a, b = inputs[0], inputs[1]
+            if op == "Div":
+                value = _int_div(a.value, b.value) if a.value.dtype.kind in "iu" else a.value / b.value
+            else:
+                value = _BINARY[op](a.value, b.value)
+            return value, np.logical_and(a.known, b.known)
+        if op in ("Neg", "Abs"):
+            return (np.negative if op == "Neg" else np.abs)(first.value), first.known
+        if op == "Where":
+            cond, a, b = inputs
+            return np.where(cond.value, a.value, b.value), cond.known & a.known & b.known
+        if op == "ReduceProd" and _attr(node, "keepdims", 1) == 0 and len(inputs) == 1:
+            return np.prod(first.value), np.all(first.known)
+        return None
+
+    def _reshape(self, node, op, inputs):
+        first = inputs[0]
+        if op == "Reshape":
+            target = inputs[1]
+            if not target.fully_known:
+                return None
+            shape = tuple(int(d) for d in target.value)
+            return first.value.reshape(shape), first.known.reshape(shape)
+        axes = _attr(node, "axes")
+        if axes is None and len(inputs) > 1 and inputs[1] is not None:
+            axes = [int(a) for a in inputs[1].value.reshape(-1)]
+        if op == "Unsqueeze":
+            return np.expand_dims(first.value, tuple(axes)), np.expand_dims(first.known, tuple(axes))
+        axes = tuple(axes) if axes else None
+        return np.squeeze(first.value, axes), np.squeeze(first.known, axes)

@@ -1,0 +1,224 @@
+"""Graph input shapes (`--shapes`) and seeded random feeds for validation runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxprune.errors import InvalidOptionError, ValidationError
+
+Dim = int | str | None
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A graph input as declared: symbolic dims are their name (str) or None when unnamed.
+
+    `shape` is None when the model does not declare the input's rank at all.
+    """
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[Dim, ...] | None
+
+
+def parse_shapes(specs: Iterable[str]) -> dict[str, tuple[int, ...]]:
+    """Parse `--shapes` values such as `x:1x3x224x224` or `ids:1x128,mask:1x128`."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in specs:
+        for item in spec.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            name, shape = _parse_one(item)
+            if name in shapes:
+                raise InvalidOptionError(
+                    f"--shapes: input '{name}' is given more than once"
+                )
+            shapes[name] = shape
+    return shapes
+
+
+def _parse_one(item: str) -> tuple[str, tuple[int, ...]]:
+    # Split on the last colon: TensorFlow-exported names such as "input:0" contain one.
+    name, sep, dims = item.rpartition(":")
+    name = name.strip()
+    if not sep or not name or not dims.strip():
+        raise InvalidOptionError(
+            f"--shapes: malformed spec '{item}'; expected NAME:DxDx... (e.g. x:1x3x224x224)"
+        )
+    try:
+        shape = tuple(int(d) for d in dims.strip().lower().split("x"))
+    except ValueError:
+        raise InvalidOptionError(
+            f"--shapes: malformed dims in '{item}'; expected integers separated by 'x' (e.g. x:1x3x224x224)"
+        ) from None
+    if any(d < 1 for d in shape):
+        raise InvalidOptionError(
+            f"--shapes: dims in '{item}' must be positive integers"
+        )
+    return name, shape
+
+
+def model_input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The inputs a caller must feed: graph inputs that are not initializers."""
+    initializers = {init.name for init in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        if value.type.WhichOneof("value") != "tensor_type":
+            kind = value.type.WhichOneof("value") or "untyped"
+            raise ValidationError(
+                f"input '{value.name}' is a {kind} value; only tensor inputs can be fed random data"
+            )
+        tensor_type = value.type.tensor_type
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+        shape = None
+        if tensor_type.HasField("shape"):
+            shape = tuple(_dim(d) for d in tensor_type.shape.dim)
+        specs.append(InputSpec(value.name, dtype, shape))
+    return specs
+
+
+def _dim(dim: onnx.TensorShapeProto.Dimension) -> Dim:
+    if dim.HasField("dim_value"):
+        return dim.dim_value
+    if dim.HasField("dim_param"):
+        return dim.dim_param
+    return None
+
+
+def resolve_shapes(
+    specs: Sequence[InputSpec],
+    overrides: Mapping[str, tuple[int, ...]],
+    default_dim: int = 1,
+) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """Concrete shapes for every input, plus a note for each dim that had to be guessed."""
+    if default_dim < 1:
+        raise InvalidOptionError(
+            f"default dim must be a positive integer, got {default_dim}"
+        )
+    by_name = {spec.name: spec for spec in specs}
+    for name, shape in overrides.items():
+        if name not in by_name:
+            known = ", ".join(by_name) or "none"
+            raise InvalidOptionError(
+                f"--shapes: model has no input '{name}' (inputs: {known})"
+            )
+        _check_override(by_name[name], shape)
+
+    # A symbolic name fixed by one override (e.g. 'seq' via input_ids) should fix the
+    # same name on other inputs (attention_mask), or the feeds would not fit together.
+    bound: dict[str, tuple[int, str]] = {}
+    for name, shape in overrides.items():
+        for dim, value in zip(by_name[name].shape or (), shape, strict=False):
+            if isinstance(dim, str):
+                bound.setdefault(dim, (value, name))
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    notes: list[str] = []
+    for spec in specs:
+        if spec.name in overrides:
+            shapes[spec.name] = tuple(overrides[spec.name])
+            continue
+        if spec.shape is None:
+            raise InvalidOptionError(
+                f"--shapes: input '{spec.name}' has no declared rank; pass --shapes {spec.name}:DxDx..."
+            )
+        resolved = []
+        for axis, dim in enumerate(spec.shape):
+            if isinstance(dim, int):
+                resolved.append(dim)
+            elif isinstance(dim, str) and dim in bound:
+                value, source = bound[dim]
+                resolved.append(value)
+                notes.append(
+                    f"input '{spec.name}' dim {axis} ('{dim}') set to {value} to match input '{source}'"
+                )
+            else:
+                label = f"'{dim}'" if dim else "unnamed"
+                resolved.append(default_dim)
+                notes.append(
+                    f"input '{spec.name}' dim {axis} ({label}) set to {default_dim}; pass --shapes to choose"
+                )
+        shapes[spec.name] = tuple(resolved)
+    return shapes, notes
+
+
+def _check_override(spec: InputSpec, shape: tuple[int, ...]) -> None:
+    if spec.shape is None:
+        return
+    given = "x".join(map(str, shape))
+    if len(shape) != len(spec.shape):
+        raise InvalidOptionError(
+            f"--shapes: input '{spec.name}' has rank {len(spec.shape)} but {given} has rank {len(shape)}"
+        )
+    for axis, (declared, value) in enumerate(zip(spec.shape, shape, strict=True)):
+        if isinstance(declared, int) and declared != value:
+            raise InvalidOptionError(
+                f"--shapes: input '{spec.name}' dim {axis} is fixed to {declared} in the model, got {value} in {given}"
+            )
+
+
+def random_feeds(
+    specs: Sequence[InputSpec],
+    shapes: Mapping[str, tuple[int, ...]],
+    seed: int,
+    count: int = 1,
+) -> list[dict[str, np.ndarray]]:
+    """`count` feeds drawn from one seeded generator; feed i is the same whatever `count` is."""
+    if count < 1:
+        raise InvalidOptionError(
+            f"number of random feeds must be at least 1, got {count}"
+        )
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(count):
+        feeds.append(
+            {spec.name: _random_array(rng, spec, shapes[spec.name]) for spec in specs}
+        )
+    return feeds
+
+
+def _random_array(
+    rng: np.random.Generator, spec: InputSpec, shape: tuple[int, ...]
+) -> np.ndarray:
+    dtype = spec.dtype
+    if dtype == np.bool_:
+        return rng.random(shape) < 0.5
+    if _is_float(dtype):
+        # Draw in float64 and cast, so every float width sees the same underlying values.
+        return rng.standard_normal(shape).astype(dtype)
+    if _is_integer(dtype):
+        # [0, 2) stays a valid token id, class index, or mask value for any vocabulary.
+        return rng.integers(0, 2, size=shape).astype(dtype)
+    raise ValidationError(
+        f"input '{spec.name}' has type {dtype}; cannot generate random data for it"
+    )
+
+
+def _is_float(dtype: np.dtype) -> bool:
+    if dtype.kind == "f":
+        return True
+    # bfloat16 and float8 variants are ml_dtypes extension types (kind 'V').
+    try:
+        ml_dtypes.finfo(dtype)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_integer(dtype: np.dtype) -> bool:
+    if dtype.kind in "iu":
+        return True
+    try:
+        ml_dtypes.iinfo(dtype)
+    except ValueError:
+        return False
+    return True

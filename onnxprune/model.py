@@ -1,0 +1,457 @@
+"""The Model: one object owning the graph, the weights, the opset and the file layout."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from . import protoio
+from .errors import InvalidModelError, InvalidOptionError, UnsupportedModelError
+from .protoio import WeightData
+
+MIN_OPSET, MAX_OPSET = 11, 23
+# Beyond this estimated size a single-file model would break protobuf's 2 GiB limit.
+EXTERNAL_DATA_THRESHOLD = 1_900_000_000
+# Integer initializers up to this many elements are shape-like constants that shape inference needs.
+_SHAPE_CONSTANT_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    elem_type: int
+    shape: tuple[int | str | None, ...] | None  # None when the rank is unknown
+
+    def static_dim(self, axis: int) -> int | None:
+        if self.shape is None or not -len(self.shape) <= axis < len(self.shape):
+            return None
+        dim = self.shape[axis]
+        return dim if isinstance(dim, int) else None
+
+    @property
+    def rank(self) -> int | None:
+        return None if self.shape is None else len(self.shape)
+
+
+def _tensor_info(value_info: onnx.ValueInfoProto) -> TensorInfo | None:
+    if not value_info.type.HasField("tensor_type"):
+        return None
+    tensor_type = value_info.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return TensorInfo(tensor_type.elem_type, None)
+    dims = []
+    for dim in tensor_type.shape.dim:
+        if dim.HasField("dim_value"):
+            dims.append(int(dim.dim_value))
+        elif dim.HasField("dim_param"):
+            dims.append(dim.dim_param)
+        else:
+            dims.append(None)
+    return TensorInfo(tensor_type.elem_type, tuple(dims))
+
+
+def subgraph_outer_inputs(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs (If/Loop/Scan bodies) read from the enclosing scope."""
+    used: set[str] = set()
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for graph in graphs:
+            defined = {t.name for t in graph.input} | {t.name for t in graph.initializer}
+            defined |= {t.name for t in graph.sparse_initializer}
+            for inner in graph.node:
+                for name in list(inner.input) + sorted(subgraph_outer_inputs(inner)):
+                    if name and name not in defined:
+                        used.add(name)
+                defined.update(inner.output)
+    return used
+
+
+class Model:
+    """Graph (a ModelProto whose initializer list is kept empty) plus weights by name."""
+
+    def __init__(self, proto: onnx.ModelProto, weights: list[WeightData], source: Path | None = None,
+                 had_external_data: bool = False):
+        self.proto = proto
+        self.weights: dict[str, WeightData] = {}
+        for weight in weights:
+            if weight.name in self.weights:
+                raise InvalidModelError(f"initializer name '{weight.name}' is used twice")
+            self.weights[weight.name] = weight
+        self.source = source
+        self.had_external_data = had_external_data
+        self._index: tuple[dict, dict] | None = None
+        self._shapes: dict[str, TensorInfo] | None = None
+
+    # ------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Model:
+        loaded = protoio.read_model(path)
+        model = cls(loaded.proto, loaded.weights, Path(path), loaded.had_external_data)
+        model._check_opset()
+        model.lift_constants()
+        model.check_structure()
+        return model
+
+    @classmethod
+    def from_proto(cls, proto: onnx.ModelProto, base_dir: str | os.PathLike | None = None) -> Model:
+        """Wrap an in-memory ModelProto (copied; weights become arrays)."""
+        proto_copy = onnx.ModelProto()
+        proto_copy.CopyFrom(proto)
+        if base_dir is not None:
+            onnx.external_data_helper.load_external_data_for_model(proto_copy, str(base_dir))
+        weights = []
+        for tensor in proto_copy.graph.initializer:
+            weight = WeightData(TensorProto())
+            weight.header.CopyFrom(tensor)
+            weight.header.ClearField("raw_data")
+            protoio._clear_typed_data(weight.header)
+            if protoio.np_dtype(tensor.data_type) is not None:
+                weight.array = numpy_helper.to_array(tensor)
+            else:
+                weight.header.CopyFrom(tensor)
+            weights.append(weight)
+        del proto_copy.graph.initializer[:]
+        model = cls(proto_copy, weights)
+        model._check_opset()
+        model.lift_constants()
+        model.check_structure()
+        return model
+
+    def _check_opset(self) -> None:
+        version = self.opset
+        if version is None:
+            raise UnsupportedModelError("the model imports no default-domain (ai.onnx) opset")
+        if not MIN_OPSET <= version <= MAX_OPSET:
+            raise UnsupportedModelError(
+                f"opset {version} is not supported (onnxprune handles opsets {MIN_OPSET} to {MAX_OPSET}); "
+                "convert it with onnx.version_converter first"
+            )
+
+    @property
+    def graph(self) -> onnx.GraphProto:
+        return self.proto.graph
+
+    @property
+    def opset(self) -> int | None:
+        for entry in self.proto.opset_import:
+            if entry.domain in ("", "ai.onnx"):
+                return entry.version
+        return None
+
+    def lift_constants(self) -> int:
+        """Turn main-graph Constant nodes into initializers so passes see all weights one way."""
+        keep, lifted = [], 0
+        for node in self.graph.node:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1:
+                array = _constant_value(node)
+                if array is not None and node.output[0] not in self.weights:
+                    tensor = numpy_helper.from_array(np.asarray(array), node.output[0])
+                    weight = WeightData(TensorProto())
+                    weight.header.CopyFrom(tensor)
+                    weight.header.ClearField("raw_data")
+                    protoio._clear_typed_data(weight.header)
+                    weight.array = np.asarray(array)
+                    self.weights[node.output[0]] = weight
+                    lifted += 1
+                    continue
+            keep.append(node)
+        if lifted:
+            del self.graph.node[:]
+            self.graph.node.extend(keep)
+            self.invalidate()
+        return lifted
+
+    def check_structure(self) -> None:
+        """Every input defined before use, no name produced twice: catches cycles and dangling edges."""
+        defined = set(self.weights) | {t.name for t in self.graph.input}
+        defined |= {t.name for t in self.graph.sparse_initializer}
+        produced: set[str] = set()
+        for node in self.graph.node:
+            label = node.name or node.op_type
+            for name in list(node.input) + sorted(subgraph_outer_inputs(node)):
+                if name and name not in defined:
+                    later = any(name in other.output for other in self.graph.node)
+                    problem = "is used before it is produced (cycle or unsorted graph)" if later else "is never produced"
+                    raise InvalidModelError(f"node '{label}' input '{name}' {problem}")
+            for name in node.output:
+                if not name:
+                    continue
+                if name in produced or name in self.weights:
+                    raise InvalidModelError(f"tensor '{name}' is produced twice (node '{label}')")
+                produced.add(name)
+                defined.add(name)
+        for output in self.graph.output:
+            if output.name not in defined:
+                raise InvalidModelError(f"graph output '{output.name}' is never produced")
+
+    # ------------------------------------------------------------ graph queries
+
+    def invalidate(self) -> None:
+        """Drop cached indices and shapes after the graph changed."""
+        self._index = None
+        self._shapes = None
+
+    def _build_index(self) -> tuple[dict, dict]:
+        producers: dict[str, onnx.NodeProto] = {}
+        consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
+        for node in self.graph.node:
+            for name in node.output:
+                if name:
+                    producers[name] = node
+            for index, name in enumerate(node.input):
+                if name:
+                    consumers[name].append((node, index))
+            for name in sorted(subgraph_outer_inputs(node)):
+                consumers[name].append((node, -1))  # -1: read inside a subgraph
+        return producers, consumers
+
+    def producer(self, name: str) -> onnx.NodeProto | None:
+        if self._index is None:
+            self._index = self._build_index()
+        return self._index[0].get(name)
+
+    def consumers(self, name: str) -> list[tuple[onnx.NodeProto, int]]:
+        if self._index is None:
+            self._index = self._build_index()
+        return self._index[1].get(name, [])
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.graph.input if t.name not in self.weights]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.graph.output]
+
+    def node_label(self, node: onnx.NodeProto) -> str:
+        return f"{node.op_type} '{node.name or node.output[0]}'"
+
+    # ------------------------------------------------------------ weights
+
+    def is_weight(self, name: str) -> bool:
+        return name in self.weights
+
+    def weight(self, name: str) -> np.ndarray:
+        return self.weights[name].numpy()
+
+    def set_weight(self, name: str, array: np.ndarray) -> None:
+        weight = self.weights[name]
+        weight.array = np.asarray(array)
+        weight.opaque = None
+        self._shapes = None
+
+    def add_weight(self, name: str, array: np.ndarray) -> str:
+        """Add an initializer under a fresh name derived from `name`; returns the name used."""
+        unique, counter = name, 0
+        taken = set(self.weights) | {o for n in self.graph.node for o in n.output} | {t.name for t in self.graph.input}
+        while unique in taken:
+            counter += 1
+            unique = f"{name}_{counter}"
+        tensor = numpy_helper.from_array(np.asarray(array), unique)
+        weight = WeightData(TensorProto())
+        weight.header.CopyFrom(tensor)
+        weight.header.ClearField("raw_data")
+        protoio._clear_typed_data(weight.header)
+        weight.array = np.asarray(array)
+        self.weights[unique] = weight
+        self._shapes = None
+        return unique
+
+    def set_node_input_constant(self, node: onnx.NodeProto, index: int, array: np.ndarray, hint: str) -> None:
+        """Give `node` input `index` the value `array`, cloning the initializer if others share it."""
+        name = node.input[index] if index < len(node.input) else ""
+        if name and name in self.weights and len(self.consumers(name)) == 1 and name not in self.output_names:
+            self.set_weight(name, array)
+            return
+        new_name = self.add_weight(hint, array)
+        while len(node.input) <= index:
+            node.input.append("")
+        node.input[index] = new_name
+        self.invalidate()
+
+    def remove_unused(self) -> None:
+        """Remove nodes whose outputs nobody reads, then initializers nobody reads."""
+        needed = set(self.output_names)
+        kept = []
+        for node in reversed(self.graph.node):
+            if any(o in needed for o in node.output if o) or _has_side_effects(node):
+                kept.append(node)
+                needed.update(n for n in node.input if n)
+                needed.update(subgraph_outer_inputs(node))
+        if len(kept) != len(self.graph.node):
+            kept.reverse()
+            del self.graph.node[:]
+            self.graph.node.extend(kept)
+        for name in [n for n in self.weights if n not in needed]:
+            del self.weights[name]
+        self.invalidate()
+
+    # ------------------------------------------------------------ shapes
+
+    def light_proto(self, input_shapes: dict[str, tuple[int, ...]] | None = None) -> onnx.ModelProto:
+        """A copy for shape inference: big weights declared as typed inputs instead of carrying data."""
+        light = onnx.ModelProto()
+        light.CopyFrom(self.proto)
+        graph = light.graph
+        del graph.value_info[:]
+        declared = {t.name for t in graph.input}
+        for name, weight in self.weights.items():
+            array = weight.array
+            small_int = (
+                array is not None
+                and array.dtype.kind in "iub"
+                and array.size <= _SHAPE_CONSTANT_LIMIT
+            )
+            if small_int or (array is not None and array.size <= 1):
+                graph.initializer.append(numpy_helper.from_array(np.asarray(array), name))
+            elif name not in declared:
+                graph.input.append(helper.make_tensor_value_info(name, weight.data_type, list(weight.shape)))
+        if input_shapes:
+            for value in graph.input:
+                if value.name in input_shapes:
+                    dims = value.type.tensor_type.shape.dim
+                    for dim, size in zip(dims, input_shapes[value.name]):
+                        dim.Clear()
+                        dim.dim_value = int(size)
+        return light
+
+    def infer_shapes(self, input_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, TensorInfo]:
+        """Shapes and element types of every tensor onnx can infer (cached until the graph changes)."""
+        if self._shapes is not None and not input_shapes:
+            return self._shapes
+        light = self.light_proto(input_shapes)
+        try:
+            inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
+        except Exception:  # custom domains or odd graphs: fall back to what the file declares
+            inferred = light
+        infos: dict[str, TensorInfo] = {}
+        graph = inferred.graph
+        for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+            info = _tensor_info(value)
+            if info is not None:
+                infos[value.name] = info
+        for name, weight in self.weights.items():
+            infos[name] = TensorInfo(weight.data_type, weight.shape)
+        if not input_shapes:
+            self._shapes = infos
+        return infos
+
+    def refresh_value_info(self) -> None:
+        """Replace stale value_info with freshly inferred shapes."""
+        del self.graph.value_info[:]
+        self._shapes = None
+        light = self.light_proto()
+        try:
+            inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=False)
+        except Exception:
+            return
+        boundary = {t.name for t in self.graph.input} | set(self.output_names) | set(self.weights)
+        self.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in boundary)
+
+    # ------------------------------------------------------------ saving
+
+    def nbytes(self) -> int:
+        total = 0
+        for weight in self.weights.values():
+            data = weight.array if weight.array is not None else weight.opaque
+            total += data.nbytes if data is not None else 0
+        return total
+
+    def save(self, path: str | os.PathLike, external_data: bool | None = None) -> Path:
+        """Write atomically: a temporary file beside the target, then a rename.
+
+        external_data None keeps the input's layout, and switches to external data when the model would
+        not fit protobuf's 2 GiB limit.
+        """
+        path = Path(path)
+        if self.source is not None and path.exists() and _same_file(path, self.source):
+            raise InvalidOptionError(f"output '{path}' is the input model; choose another output path")
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise InvalidOptionError(f"output folder '{folder}' does not exist")
+        if external_data is None:
+            external_data = self.had_external_data or self.nbytes() > EXTERNAL_DATA_THRESHOLD
+        location = f"{path.name}.data"
+        temps: list[str] = []
+        try:
+            model_fd, model_tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+            temps.append(model_tmp)
+            with os.fdopen(model_fd, "wb") as model_file:
+                if external_data:
+                    data_fd, data_tmp = tempfile.mkstemp(dir=folder, prefix=f".{location}.", suffix=".tmp")
+                    temps.append(data_tmp)
+                    with os.fdopen(data_fd, "wb") as data_file:
+                        protoio.write_model(self.proto, self.weights.values(), model_file,
+                                            external=(data_file, location))
+                        data_file.flush()
+                        os.fsync(data_file.fileno())
+                else:
+                    protoio.write_model(self.proto, self.weights.values(), model_file)
+                model_file.flush()
+                os.fsync(model_file.fileno())
+            if external_data:
+                _replace(temps[1], folder / location)
+            _replace(temps[0], path)
+            temps.clear()
+        finally:
+            for leftover in temps:
+                if os.path.exists(leftover):
+                    os.unlink(leftover)
+        return path
+
+    def to_proto(self) -> onnx.ModelProto:
+        """A self-contained ModelProto with every weight inline (for in-memory use and tests)."""
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self.proto)
+        for weight in self.weights.values():
+            tensor = TensorProto()
+            tensor.CopyFrom(weight.header)
+            if weight.array is not None:
+                del tensor.dims[:]
+                tensor.dims.extend(weight.array.shape)
+                tensor.raw_data = protoio._contiguous_le(weight.array).tobytes()
+            elif weight.opaque is not None:
+                tensor.raw_data = weight.opaque.tobytes()
+            proto.graph.initializer.append(tensor)
+        return proto
+
+
+def _replace(temp: str, target: Path) -> None:
+    # os.replace swaps the directory entry: a symlink at `target` is replaced, never followed.
+    os.chmod(temp, 0o644)
+    os.replace(temp, target)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _has_side_effects(node: onnx.NodeProto) -> bool:
+    return node.domain not in ("", "ai.onnx", "com.microsoft") and not node.output
+
+
+def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for attr in node.attribute:
+        if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+            if protoio.np_dtype(attr.t.data_type) is None:
+                return None
+            return numpy_helper.to_array(attr.t)
+        if attr.name == "value_float":
+            return np.array(attr.f, dtype=np.float32)
+        if attr.name == "value_floats":
+            return np.array(list(attr.floats), dtype=np.float32)
+        if attr.name == "value_int":
+            return np.array(attr.i, dtype=np.int64)
+        if attr.name == "value_ints":
+            return np.array(list(attr.ints), dtype=np.int64)
+    return None

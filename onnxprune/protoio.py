@@ -1,0 +1,423 @@
+"""Reading and writing ONNX files without holding every weight in the protobuf object.
+
+`onnx.load` parses the whole file, so a model costs its size twice (file bytes and protobuf), and
+`onnx.save` serializes it once more. We instead scan the protobuf wire format: the graph is parsed
+without its initializers, and each initializer's raw bytes stay in a read-only memory map until a
+pass replaces them. Saving writes the graph and then streams the initializers one by one, inline or
+into an external-data file. Peak memory is therefore about one model plus whatever a pass changes.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .errors import InvalidModelError
+
+_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+_MODEL_GRAPH = 7
+_GRAPH_INITIALIZER = 5
+_TENSOR_RAW_DATA = 9
+_PROTOBUF_LIMIT = 2**31 - 1
+
+
+def _read_varint(buf, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise ValueError("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _fields(buf, start: int, end: int):
+    """Yield (field_number, wire_type, field_start, value_start, value_end) for one message."""
+    pos = start
+    while pos < end:
+        field_start = pos
+        key, pos = _read_varint(buf, pos, end)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ValueError("field number 0")
+        if wire == _VARINT:
+            _, value_end = _read_varint(buf, pos, end)
+        elif wire == _I64:
+            value_end = pos + 8
+        elif wire == _I32:
+            value_end = pos + 4
+        elif wire == _LEN:
+            length, pos = _read_varint(buf, pos, end)
+            value_end = pos + length
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if value_end > end:
+            raise ValueError("field runs past the end of its message")
+        yield number, wire, field_start, pos, value_end
+        pos = value_end
+
+
+def _len_field(number: int, payload_len: int) -> bytes:
+    return _encode_varint((number << 3) | _LEN) + _encode_varint(payload_len)
+
+
+@dataclass
+class WeightData:
+    """An initializer: its metadata (a TensorProto without raw bytes) and where its bytes live."""
+
+    header: TensorProto
+    array: np.ndarray | None = None  # typed data, held or memory-mapped
+    opaque: np.ndarray | None = None  # raw bytes of types numpy cannot hold (packed int4, ...)
+    # Where unmodified bytes sit in a file: saving copies them file to file, never through Python.
+    source: tuple[str, int] | None = None
+    _mapped: np.ndarray | None = None
+
+    def unchanged_source(self) -> tuple[str, int] | None:
+        current = self.array if self.array is not None else self.opaque
+        if self.source is not None and current is not None and current is self._mapped:
+            return self.source
+        return None
+
+    @property
+    def name(self) -> str:
+        return self.header.name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape) if self.array is not None else tuple(self.header.dims)
+
+    @property
+    def data_type(self) -> int:
+        return self.header.data_type
+
+    def numpy(self) -> np.ndarray:
+        if self.array is not None:
+            return self.array
+        tensor = TensorProto()
+        tensor.CopyFrom(self.header)
+        if self.opaque is not None:
+            tensor.raw_data = self.opaque.tobytes()
+        return numpy_helper.to_array(tensor)
+
+
+def np_dtype(data_type: int) -> np.dtype | None:
+    """The numpy dtype whose bytes match ONNX's raw_data layout, None for packed/odd types."""
+    if data_type in (TensorProto.STRING, TensorProto.UNDEFINED):
+        return None
+    if data_type in (TensorProto.INT4, TensorProto.UINT4) or data_type >= TensorProto.FLOAT4E2M1:
+        return None  # sub-byte types are packed; we never slice them
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(data_type))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _raw_view(buf, offset: int, length: int, header: TensorProto, where: str) -> np.ndarray:
+    dtype = np_dtype(header.data_type)
+    assert dtype is not None
+    count = int(np.prod(header.dims, dtype=np.int64))
+    if count * dtype.itemsize != length:
+        raise InvalidModelError(
+            f"initializer '{header.name}' holds {length} bytes {where} but its shape "
+            f"{list(header.dims)} needs {count * dtype.itemsize}"
+        )
+    return np.frombuffer(buf, dtype=dtype.newbyteorder("<"), count=count, offset=offset).reshape(tuple(header.dims))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def _external_view(header: TensorProto, base_dir: Path) -> np.ndarray:
+    info = {entry.key: entry.value for entry in header.external_data}
+    location = info.get("location")
+    if not location:
+        raise InvalidModelError(f"initializer '{header.name}' has external data without a location")
+    folder = base_dir.resolve()
+    target = (folder / location).resolve()
+    # Refuse locations that climb out of the model's folder (absolute paths, '..', symlinks).
+    if os.path.isabs(location) or not _inside(target, folder):
+        raise InvalidModelError(
+            f"initializer '{header.name}' external data location '{location}' is outside the model's folder"
+        )
+    if not target.is_file():
+        raise InvalidModelError(f"external data file '{location}' for initializer '{header.name}' not found")
+    dtype = np_dtype(header.data_type)
+    if dtype is None:
+        raise InvalidModelError(
+            f"initializer '{header.name}' stores a packed or string type externally, which onnxprune does not read"
+        )
+    offset = int(info.get("offset", 0))
+    count = int(np.prod(header.dims, dtype=np.int64))
+    need = count * dtype.itemsize
+    length = int(info.get("length", need))
+    size = target.stat().st_size
+    if length != need or offset + length > size:
+        raise InvalidModelError(
+            f"external data of initializer '{header.name}' ({location}, offset {offset}, length {length}) "
+            f"does not match its shape {list(header.dims)} or the file size {size}"
+        )
+    if count == 0:
+        return np.zeros(tuple(header.dims), dtype=dtype)
+    return np.memmap(target, dtype=dtype.newbyteorder("<"), mode="r", offset=offset, shape=tuple(header.dims))
+
+
+@dataclass
+class LoadedModel:
+    proto: onnx.ModelProto  # the model with an empty initializer list
+    weights: list[WeightData]
+    had_external_data: bool
+
+
+def read_model(path: str | os.PathLike) -> LoadedModel:
+    """Parse `path` without copying initializer bytes; raise InvalidModelError on anything odd."""
+    path = Path(path)
+    if not path.exists():
+        raise InvalidModelError(f"input model '{path}' does not exist")
+    if not path.is_file():
+        raise InvalidModelError(f"input model '{path}' is not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise InvalidModelError(f"'{path}' is empty, not an ONNX model")
+    with open(path, "rb") as handle:
+        buf = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        return _parse(buf, size, path)
+    except (ValueError, IndexError) as exc:
+        raise InvalidModelError(f"'{path}' is not a valid ONNX model (protobuf: {exc})") from None
+
+
+def _parse(buf: mmap.mmap, size: int, path: Path) -> LoadedModel:
+    model_rest = bytearray()
+    graph_range = None
+    for number, wire, field_start, start, end in _fields(buf, 0, size):
+        if number == _MODEL_GRAPH and wire == _LEN:
+            if graph_range is not None:
+                raise ValueError("two graph fields")
+            graph_range = (start, end)
+        else:
+            model_rest += buf[field_start:end]
+    if graph_range is None:
+        raise ValueError("no graph")
+
+    graph_rest = bytearray()
+    tensor_ranges = []
+    for number, wire, field_start, start, end in _fields(buf, *graph_range):
+        if number == _GRAPH_INITIALIZER and wire == _LEN:
+            tensor_ranges.append((start, end))
+        else:
+            graph_rest += buf[field_start:end]
+
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(bytes(model_rest))
+        graph = onnx.GraphProto()
+        graph.ParseFromString(bytes(graph_rest))
+    except Exception as exc:  # protobuf's DecodeError has no stable import path
+        raise ValueError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    proto.graph.CopyFrom(graph)
+    if not proto.opset_import or proto.ir_version == 0:
+        raise ValueError("no ir_version or opset_import: not an ONNX model")
+
+    weights = []
+    had_external = False
+    for start, end in tensor_ranges:
+        header_bytes = bytearray()
+        raw = None
+        for number, wire, field_start, vstart, vend in _fields(buf, start, end):
+            if number == _TENSOR_RAW_DATA and wire == _LEN:
+                raw = (vstart, vend - vstart)
+            else:
+                header_bytes += buf[field_start:vend]
+        header = TensorProto()
+        try:
+            header.ParseFromString(bytes(header_bytes))
+        except Exception as exc:
+            raise ValueError(f"initializer: {exc}") from None
+        weight = WeightData(header)
+        if header.data_location == TensorProto.EXTERNAL:
+            had_external = True
+            weight.array = _external_view(header, path.parent)
+            if isinstance(weight.array, np.memmap):
+                weight.source = (str(weight.array.filename), int(weight.array.offset))
+                weight._mapped = weight.array
+            del header.external_data[:]
+            header.data_location = TensorProto.DEFAULT
+        elif raw is not None and np_dtype(header.data_type) is None:
+            weight.opaque = np.frombuffer(buf, dtype=np.uint8, count=raw[1], offset=raw[0])
+            weight.source, weight._mapped = (str(path), raw[0]), weight.opaque
+        elif raw is not None:
+            weight.array = _raw_view(buf, raw[0], raw[1], header, f"in '{path.name}'")
+            weight.source, weight._mapped = (str(path), raw[0]), weight.array
+        elif header.data_type == TensorProto.STRING or np_dtype(header.data_type) is None:
+            pass  # the header keeps its typed fields; nothing to map
+        else:
+            try:
+                weight.array = numpy_helper.to_array(header)
+            except Exception as exc:
+                raise InvalidModelError(f"initializer '{header.name}' cannot be read: {exc}") from None
+            _clear_typed_data(header)
+        weights.append(weight)
+    return LoadedModel(proto, weights, had_external)
+
+
+def _clear_typed_data(header: TensorProto) -> None:
+    for field in ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data"):
+        header.ClearField(field)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _tensor_payload(weight: WeightData) -> tuple[bytes, np.ndarray | None]:
+    """Serialized header plus the array whose bytes become raw_data (None: the header holds the data)."""
+    header = TensorProto()
+    header.CopyFrom(weight.header)
+    array = weight.array if weight.array is not None else weight.opaque
+    if array is None:
+        return header.SerializeToString(), None
+    if weight.array is not None:
+        del header.dims[:]
+        header.dims.extend(array.shape)
+    return header.SerializeToString(), array
+
+
+def _contiguous_le(array: np.ndarray) -> np.ndarray:
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(array)
+
+
+class _Copier:
+    """Writes arrays, copying bytes that are unchanged since loading straight from file to file."""
+
+    def __init__(self) -> None:
+        self._sources: dict[str, int] = {}
+
+    def write(self, out: BinaryIO, array: np.ndarray, source: tuple[str, int] | None) -> None:
+        if not array.nbytes:
+            return
+        if source is not None and hasattr(os, "copy_file_range"):
+            out.flush()
+            if source[0] not in self._sources:
+                self._sources[source[0]] = os.open(source[0], os.O_RDONLY)
+            src, offset, left = self._sources[source[0]], source[1], array.nbytes
+            try:
+                while left:
+                    done = os.copy_file_range(src, out.fileno(), left, offset)
+                    if done <= 0:
+                        raise OSError("copy_file_range made no progress")
+                    offset += done
+                    left -= done
+                out.seek(0, os.SEEK_END)
+                return
+            except OSError:
+                # Filesystems without copy_file_range: fall back to an ordinary write of what is left.
+                out.seek(0, os.SEEK_END)
+                array = array.reshape(-1).view(np.uint8)[array.nbytes - left:]
+        data = _contiguous_le(array)
+        out.write(memoryview(data.reshape(-1)).cast("B"))
+
+    def close(self) -> None:
+        for fd in self._sources.values():
+            os.close(fd)
+        self._sources.clear()
+
+
+def write_model(
+    proto: onnx.ModelProto,
+    weights: Iterable[WeightData],
+    out: BinaryIO,
+    *,
+    external: tuple[BinaryIO, str] | None = None,
+    external_threshold: int = 1024,
+    align: int = 4096,
+) -> None:
+    """Write `proto` (whose graph has no initializers) followed by `weights`.
+
+    With `external=(data_file, location)`, initializers of at least `external_threshold` bytes go to
+    `data_file`, referenced by `location` relative to the model file.
+    """
+    entries = []  # (header_bytes, array or None, raw_inline)
+    data_offset = 0
+    for weight in weights:
+        header_bytes, array = _tensor_payload(weight)
+        if array is not None and external is not None and array.nbytes >= external_threshold:
+            data_offset = -(-data_offset // align) * align
+            header = TensorProto()
+            header.ParseFromString(header_bytes)
+            header.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", external[1]), ("offset", str(data_offset)), ("length", str(array.nbytes))):
+                entry = header.external_data.add()
+                entry.key, entry.value = key, value
+            entries.append((header.SerializeToString(), array, False, data_offset, weight.unchanged_source()))
+            data_offset += array.nbytes
+        else:
+            entries.append((header_bytes, array, True, None, weight.unchanged_source()))
+
+    tensor_lengths = []
+    for header_bytes, array, inline, _, _ in entries:
+        length = len(header_bytes)
+        if array is not None and inline:
+            length += len(_len_field(_TENSOR_RAW_DATA, array.nbytes)) + array.nbytes
+        tensor_lengths.append(length)
+    graph_bytes = proto.graph.SerializeToString()
+    graph_len = len(graph_bytes) + sum(len(_len_field(_GRAPH_INITIALIZER, n)) + n for n in tensor_lengths)
+    shell = onnx.ModelProto()
+    shell.CopyFrom(proto)
+    shell.ClearField("graph")
+    shell_bytes = shell.SerializeToString()
+    total = len(shell_bytes) + len(_len_field(_MODEL_GRAPH, graph_len)) + graph_len
+    if total > _PROTOBUF_LIMIT:
+        raise InvalidModelError(
+            f"the model would be {total / 2**30:.2f} GiB, over protobuf's 2 GiB limit; save it with external data"
+        )
+
+    out.write(shell_bytes)
+    out.write(_len_field(_MODEL_GRAPH, graph_len))
+    out.write(graph_bytes)
+    written = 0
+    copier = _Copier()
+    try:
+        for (header_bytes, array, inline, offset, source), length in zip(entries, tensor_lengths):
+            out.write(_len_field(_GRAPH_INITIALIZER, length))
+            out.write(header_bytes)
+            if array is None:
+                continue
+            if inline:
+                out.write(_len_field(_TENSOR_RAW_DATA, array.nbytes))
+                copier.write(out, array, source)
+            else:
+                data_file = external[0]
+                if offset > written:
+                    data_file.write(b"\0" * (offset - written))
+                copier.write(data_file, array, source)
+                written = offset + array.nbytes
+    finally:
+        copier.close()

@@ -1,0 +1,61 @@
+"""The human-readable summary printed after a run (the JSON report carries everything)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _count(value: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.2f}{unit}"
+    return f"{value:.0f}"
+
+
+def _ratio(before: float, after: float) -> str:
+    return f"{after / before:.3f}x" if before else "-"
+
+
+def summary(report: dict[str, Any]) -> str:
+    before, after = report["before"], report["after"]
+    spaces = report.get("spaces", [])
+    prunable = [s for s in spaces if s["prunable"]]
+    lines = [
+        f"channel spaces: {len(spaces)} ({len(prunable)} prunable, {len(spaces) - len(prunable)} pinned); "
+        f"channels removed: {report.get('channels_removed', 0)}",
+        f"{'':14}{'before':>12}{'after':>12}{'ratio':>10}",
+    ]
+    for key in ("params", "flops", "weight_bytes"):
+        lines.append(f"{key:14}{_count(before[key]):>12}{_count(after[key]):>12}{_ratio(before[key], after[key]):>10}")
+    validation = report.get("validation")
+    if validation:
+        times = validation["latency_ms"]
+        lines.append(
+            f"{'latency ms':14}{times['original']['median_ms']:>12.3f}{times['pruned']['median_ms']:>12.3f}"
+            f"{_ratio(times['original']['median_ms'], times['pruned']['median_ms']):>10}"
+        )
+        for output in validation["outputs"]:
+            if output.get("reason"):
+                lines.append(f"output {output['name']}: {output['reason']}")
+            else:
+                lines.append(
+                    f"output {output['name']}: max abs err {output['max_abs']:.3g}, "
+                    f"max err / max |ref| {output['rel_to_max']:.3g}, cosine {output['cosine']:.6f}"
+                )
+    for note in report.get("notes", []):
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def inspect_table(spaces: list[dict[str, Any]], verbose: bool = False) -> str:
+    lines = [f"{'id':>4} {'size':>5}  {'status':8} space"]
+    for space in spaces:
+        status = "prunable" if space["prunable"] else "pinned"
+        lines.append(f"{space['id']:>4} {space['size']:>5}  {status:8} {space['label']}")
+        for pin in space["pinned_by"][: None if verbose else 1]:
+            lines.append(f"{'':20}pinned by: {pin}")
+        if verbose:
+            for member in space["members"]:
+                kind = "weight" if member["weight"] else "tensor"
+                lines.append(f"{'':20}{kind} {member['tensor']} axis {member['axis']} @ {member['offset']}")
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""Thin ONNX Runtime wrapper that turns its failures into one-line, user-facing errors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import onnxruntime as ort
+
+from onnxprune.errors import InvalidOptionError, ValidationError
+
+CPU = "CPUExecutionProvider"
+# ORT_LOGGING_LEVEL_ERROR: pruned models legitimately trigger ORT warnings (e.g. unused
+# initializers) that would bury the report.
+_LOG_ERRORS_ONLY = 3
+
+
+def available_providers() -> list[str]:
+    """Execution providers this ONNX Runtime build can use, in ORT's priority order."""
+    return list(ort.get_available_providers())
+
+
+def create_session(
+    path: str | os.PathLike[str],
+    providers: list[str] | None = None,
+    threads: int | None = None,
+) -> ort.InferenceSession:
+    """Load `path` into ONNX Runtime (CPU unless `providers` says otherwise)."""
+    providers = list(providers) if providers else [CPU]
+    available = available_providers()
+    for provider in providers:
+        if provider not in available:
+            raise InvalidOptionError(
+                f"--providers: '{provider}' is not available in this onnxruntime (available: {', '.join(available)})"
+            )
+    options = ort.SessionOptions()
+    options.log_severity_level = _LOG_ERRORS_ONLY
+    if threads is not None:
+        if threads < 1:
+            raise InvalidOptionError(
+                f"--threads must be a positive integer, got {threads}"
+            )
+        options.intra_op_num_threads = threads
+        # Keep inter-op parallelism off so `threads` is the whole CPU budget of the run.
+        options.inter_op_num_threads = 1
+    path = os.fspath(path)
+    try:
+        return ort.InferenceSession(path, sess_options=options, providers=providers)
+    # ORT's pybind exceptions (Fail, InvalidGraph, NoSuchFile, ...) share no base but Exception.
+    except Exception as exc:
+        raise ValidationError(
+            f"onnxruntime cannot load '{path}': {first_line(exc)}"
+        ) from exc
+
+
+def run(
+    session: ort.InferenceSession,
+    feed: Mapping[str, np.ndarray],
+    *,
+    label: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Run once and return every output by name; `label` names the model in error messages."""
+    names = [output.name for output in session.get_outputs()]
+    try:
+        values = session.run(names, dict(feed))
+    except Exception as exc:
+        what = f"'{label}'" if label else "the model"
+        raise ValidationError(
+            f"onnxruntime failed to run {what}: {first_line(exc)}"
+        ) from exc
+    return dict(zip(names, values, strict=True))
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception message (ORT's can run to pages)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,71 @@
+"""Magnitude criteria: the norm of everything a channel touches, and BatchNorm scale."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxprune.deps import ChannelSpace, Member
+from onnxprune.model import Model
+from onnxprune.pipeline import Context
+
+# BatchNormalization inputs 3 and 4 are running statistics, not learned weights.
+_STATISTICS = {("BatchNormalization", 3), ("BatchNormalization", 4)}
+
+
+def member_slices(model: Model, member: Member, size: int) -> np.ndarray:
+    """The member's channels as rows: [size, everything else], in float32."""
+    weight = model.weight(member.tensor)
+    block = np.take(weight, np.arange(member.offset, member.offset + size), axis=member.axis)
+    return np.moveaxis(block, member.axis, 0).reshape(size, -1).astype(np.float32, copy=False)
+
+
+def is_statistic(model: Model, tensor: str) -> bool:
+    return any((node.op_type, index) in _STATISTICS for node, index in model.consumers(tensor))
+
+
+def group_norm(model: Model, space: ChannelSpace, p: int) -> np.ndarray:
+    total = np.zeros(space.size, np.float64)
+    for member in space.weight_members:
+        if is_statistic(model, member.tensor) or model.weight(member.tensor).dtype.kind != "f":
+            continue
+        rows = member_slices(model, member, space.size)
+        total += np.abs(rows).sum(axis=1, dtype=np.float64) if p == 1 else np.square(rows, dtype=np.float64).sum(axis=1)
+    return total if p == 1 else np.sqrt(total)
+
+
+class Magnitude:
+    """L1 or L2 norm of the whole group: producer rows, BN params and consumer columns together."""
+
+    def __init__(self, p: int = 1):
+        assert p in (1, 2)
+        self.p = p
+        self.name = f"score-l{p}"
+
+    def run(self, context: Context) -> None:
+        graph = context.channel_graph()
+        context.scores = {space.id: group_norm(context.model, space, self.p) for space in graph.prunable}
+        context.report["criterion"] = f"l{self.p}"
+
+
+class BatchNormScale:
+    """|gamma| of the BatchNormalization in each space (network slimming). Spaces without one are kept."""
+
+    name = "score-bn-scale"
+
+    def run(self, context: Context) -> None:
+        graph, model = context.channel_graph(), context.model
+        context.scores = {}
+        skipped = []
+        for space in graph.prunable:
+            total = np.zeros(space.size, np.float64)
+            found = False
+            for member in space.weight_members:
+                if any(node.op_type == "BatchNormalization" and index == 1 for node, index in model.consumers(member.tensor)):
+                    total += np.abs(member_slices(model, member, space.size)[:, 0])
+                    found = True
+            if found:
+                context.scores[space.id] = total
+            else:
+                skipped.append(space.id)
+        context.report["criterion"] = "bn-scale"
+        context.report["spaces_without_batchnorm"] = skipped
