@@ -8,9 +8,12 @@ examples and benchmarks.
     >>> feeds = models.example_inputs("yolo")                     # {"input": float32 array}
 
 Every model is deterministic (seeded init, BatchNorm with randomized affine parameters and
-calibrated-then-perturbed running statistics), in eval mode, with every input and output
-having dim 0 named ``batch``. ``import models`` does not import torch; only ``build`` and
-``torch_module`` do. ``python -m models --help`` for the command line.
+calibrated-then-perturbed running statistics, outputs O(1); see ``_common``), in eval mode,
+with dim 0 of its input and outputs named ``batch``. Builds are byte-for-byte reproducible
+with the same torch/onnxscript versions. Both exporters fold BatchNorm into the Conv before
+it; ``build(..., fold_bn=False)`` keeps BatchNormalization nodes. ``import models`` imports
+neither torch nor numpy; ``build`` and ``torch_module`` import torch. ``python -m models
+--help`` for the command line. ``ZOO`` holds the prebuilt ``yolo_tiny.onnx``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ __all__ = ["NAMES", "EXPORTERS", "SPECS", "OPSETS", "ZOO", "build", "example_inp
            "torch_module", "default_filename"]
 
 EXPORTERS = ("torchscript", "dynamo")
-OPSETS = {"torchscript": 17, "dynamo": 18}  # same as _export.OPSETS, without importing it
+# Default opset per exporter. dynamo: 18, the opset its translation library (onnxscript's
+# torchlib) is written for; torch 2.13's own default is 20 (works too: build(opset=20)).
+OPSETS = {"torchscript": 17, "dynamo": 18}
 ZOO = pathlib.Path(__file__).resolve().parent / "zoo"
 
 
@@ -36,7 +41,8 @@ class Spec:
     input_shape: tuple[int, ...]  # shape of example_inputs; dim 0 is the batch
     output_names: tuple[str, ...]
     description: str
-    readouts: tuple[str, ...] = ()  # layers rescaled for O(1) outputs (_common.finalize)
+    # layers rescaled for O(1) outputs, in stages of independent layers (_common.finalize)
+    readouts: tuple[tuple[str, ...], ...] = ()
     readout_std: float = 1.0  # their output std on the calibration batch
     input_name: str = "input"
 
@@ -44,23 +50,22 @@ class Spec:
 SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec("resnet", "resnet", "make", (1, 3, 64, 64), ("logits",),
          "ResNet-style CNN: BasicBlocks, stride-2 1x1 conv+BN shortcut, MaxPool, GAP, Linear",
-         ("fc",)),
+         (("fc",),)),
     Spec("mobile", "mobile", "make", (1, 3, 64, 64), ("logits",),
          "MobileNetV3-style: inverted residuals, depthwise conv, SE, Hardswish, grouped conv",
-         ("classifier.0", "classifier.2")),
+         (("classifier.0",), ("classifier.2",))),
     Spec("yolo", "yolo", "make", (1, 3, 64, 64), ("p3", "p4", "p5"),
          "YOLOv8-style detector: C2f (chunk/cat), SPPF, Upsample+cat neck, 3 conv heads",
-         tuple(f"detect.{br}.{i}.2" for i in range(3) for br in ("cv2", "cv3")),
-         readout_std=0.5),  # 60 layers deep: smaller outputs keep float32 noise < 1e-4
+         (tuple(f"detect.{br}.{i}.2" for i in range(3) for br in ("cv2", "cv3")),)),
     Spec("mlp", "mlp", "make_mlp", (1, 64), ("output",),
-         "MLP on [batch, 64]: Linear-ReLU-Linear-GELU-Linear-Tanh (Gemm)", ("4",)),
+         "MLP on [batch, 64]: Linear-ReLU-Linear-GELU-Linear-Tanh (Gemm)", (("4",),)),
     Spec("mlp3d", "mlp", "make_mlp3d", (1, 8, 32), ("output",),
          "MLP on [batch, 8, 32]: Linear-ReLU-Linear-GELU-Linear-Sigmoid (MatMul + Add)",
-         ("4",)),
+         (("4",),)),
 )}
 NAMES: list[str] = list(SPECS)
 
-_CALIB_BATCH = 32  # BatchNorm calibration batch (see _common.finalize)
+_CALIB_BATCH = 256  # BatchNorm / readout calibration batch (see _common.finalize)
 _EXPORT_BATCH = 2  # example batch used for tracing (torch.export specializes a batch of 1)
 
 
@@ -98,15 +103,17 @@ def torch_module(name: str):
                         spec.readout_std, SEED)
 
 
-def default_filename(name: str, exporter: str) -> str:
-    return f"{name}_{exporter}.onnx"
+def default_filename(name: str, exporter: str, *, dynamic_batch: bool = True,
+                     fold_bn: bool = True) -> str:
+    """``{name}_{exporter}[_b1][_bn].onnx``: _b1 for a static batch, _bn when BN is kept."""
+    return f"{name}_{exporter}{'' if dynamic_batch else '_b1'}{'' if fold_bn else '_bn'}.onnx"
 
 
 def build(name: str, exporter: str, path: str | os.PathLike, *, dynamic_batch: bool = True,
           opset: int | None = None, fold_bn: bool = True) -> pathlib.Path:
     """Export model ``name`` with ``exporter`` ("torchscript" or "dynamo") to ``path``, one
     self-contained .onnx file (no external data), and return its path. If ``path`` is an
-    existing directory the file is ``path/{name}_{exporter}.onnx``.
+    existing directory the file is ``path/default_filename(...)``.
 
     opset defaults to 17 (torchscript) / 18 (dynamo). With ``dynamic_batch`` (default) dim 0
     of the input and of every output is the symbolic dim "batch"; otherwise it is 1.
@@ -122,7 +129,8 @@ def build(name: str, exporter: str, path: str | os.PathLike, *, dynamic_batch: b
         raise ValueError(f"unknown exporter {exporter!r}; expected one of {', '.join(EXPORTERS)}")
     path = pathlib.Path(path)
     if path.is_dir():
-        path = path / default_filename(name, exporter)
+        path = path / default_filename(name, exporter, dynamic_batch=dynamic_batch,
+                                       fold_bn=fold_bn)
     module = torch_module(name)
     batch = _EXPORT_BATCH if dynamic_batch else 1
     example = (torch.from_numpy(example_inputs(name, batch=batch)[spec.input_name]),)

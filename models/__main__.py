@@ -1,4 +1,5 @@
-"""python -m models list | build NAME [--exporter E] [--out PATH] | build --all --out-dir DIR"""
+"""Build the test models. python -m models list | build NAME [--exporter E] [--out PATH]
+| build --all --out-dir DIR"""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--all", action="store_true", help="build every model (with --out-dir)")
     b.add_argument("--exporter", choices=[*EXPORTERS, "both"], default=None,
                    help="default: torchscript for NAME, both for --all")
-    b.add_argument("--out", type=pathlib.Path, help="output file (default ./NAME_EXPORTER.onnx)")
+    b.add_argument("--out", type=pathlib.Path, help="output file (default: ./NAME_EXPORTER.onnx)")
     b.add_argument("--out-dir", type=pathlib.Path, help="output directory")
     b.add_argument("--opset", type=int, default=None, help="default: 17 torchscript, 18 dynamo")
     b.add_argument("--static-batch", action="store_true", help="batch fixed to 1, not 'batch'")
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out_dir or pathlib.Path(".")
     for name in names:
         for exp in exporters:
-            path = args.out or out_dir / default_filename(name, exp)
+            path = args.out or out_dir / default_filename(
+                name, exp, dynamic_batch=not args.static_batch, fold_bn=not args.keep_bn)
             t0 = time.perf_counter()
             path = build(name, exp, path, dynamic_batch=not args.static_batch, opset=args.opset,
                          fold_bn=not args.keep_bn)

@@ -10,9 +10,8 @@ import pathlib
 import sys
 import warnings
 
-# opset per exporter. torchscript: 17. dynamo: 18, the opset its translation library is
-# written for (its default in torch 2.13 is 20, reached through the version converter).
-OPSETS = {"torchscript": 17, "dynamo": 18}
+from . import OPSETS
+
 BATCH = "batch"
 
 
@@ -80,7 +79,20 @@ def export(module, example, input_names, output_names, exporter: str,
             program.save(str(path), external_data=False)
         else:
             raise ValueError(f"unknown exporter {exporter!r}; expected torchscript or dynamo")
+    _check(path, opset)
     return path
+
+
+def _check(path: pathlib.Path, opset: int) -> None:
+    """Fail loudly where the exporter quietly did not give what was asked (warnings are
+    silenced above): a different opset (dynamo falls back to 18 when the version converter
+    fails) or a model the ONNX checker rejects (e.g. torchscript at a too-old opset)."""
+    import onnx
+
+    got = {o.domain: o.version for o in onnx.load(str(path), load_external_data=False).opset_import}
+    if got.get("", got.get("ai.onnx")) != opset:
+        raise RuntimeError(f"{path}: asked for opset {opset}, the exporter wrote {got}")
+    onnx.checker.check_model(str(path), full_check=True)
 
 
 def _light_optimize(model) -> None:

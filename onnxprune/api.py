@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import metrics
 from .errors import InvalidModelError, InvalidOptionError
 from .model import Model
 from .pipeline import Context, Pass, run_pipeline
 from .plan import Budget
+from .stats import model_stats
 from .validate import compare_models, validation_inputs
 
 
@@ -61,13 +61,6 @@ def check_paths(source: Path, target: Path) -> None:
         raise InvalidOptionError(f"output folder '{target.parent}' does not exist")
 
 
-def model_stats(model: Model, shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
-    flops = metrics.count_flops(model.light_proto(), shapes)
-    params = sum(w.array.size for w in model.weights.values() if w.array is not None and w.array.dtype.kind == "f")
-    return {"params": int(params), "flops": int(flops.total), "flops_by_op": flops.by_op_type,
-            "weight_bytes": int(model.nbytes())}
-
-
 def prune(
     source: str | os.PathLike,
     target: str | os.PathLike,
@@ -97,12 +90,27 @@ def prune(
     return report
 
 
+def check_report_path(path: str | os.PathLike) -> None:
+    """Refuse a report path that cannot be written before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidOptionError(f"--report '{path}' is a folder; give a file name")
+    if not (path.parent if str(path.parent) else Path(".")).is_dir():
+        raise InvalidOptionError(f"--report folder '{path.parent}' does not exist")
+
+
 def write_json(report: dict[str, Any], path: str | os.PathLike) -> None:
     """Atomic like model saving: a half-written report would mislead a pipeline."""
     path = Path(path)
+    check_report_path(path)
+    text = json.dumps(_finite(report), indent=2, default=_json_default, allow_nan=False) + "\n"
     temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(_finite(report), indent=2, default=_json_default, allow_nan=False) + "\n")
-    os.replace(temp, path)
+    try:
+        temp.write_text(text)
+        os.replace(temp, path)
+    finally:
+        if temp.exists():
+            temp.unlink()
 
 
 def _finite(value: Any) -> Any:

@@ -17,7 +17,8 @@ class DefaultToPrune(click.Group):
     """`onnxprune in.onnx out.onnx` means `onnxprune prune in.onnx out.onnx`."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+        # No arguments at all is a usage error of `prune` (one line), not a page of help.
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h", "--version")):
             args = ["prune", *args]
         return super().parse_args(ctx, args)
 
@@ -54,10 +55,12 @@ def _fail(message: str, code: int = 2) -> None:
 def prune_command(source, target, structured, criterion, global_ranking, round_to, exclude, validate, shapes, seed,
                   report_path, external_data, quiet) -> None:
     """Remove channels from IN and write the smaller model to OUT."""
-    from .api import PruneOptions, prune, write_json
+    from .api import PruneOptions, check_report_path, prune, write_json
     from .inputs import parse_shapes
     from .report import summary
 
+    if report_path:
+        check_report_path(report_path)
     log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     options = PruneOptions(
         structured=structured, criterion=criterion, global_ranking=global_ranking, round_to=round_to,

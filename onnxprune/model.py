@@ -63,7 +63,7 @@ def subgraph_outer_inputs(node: onnx.NodeProto) -> set[str]:
         graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
         for graph in graphs:
             defined = {t.name for t in graph.input} | {t.name for t in graph.initializer}
-            defined |= {t.name for t in graph.sparse_initializer}
+            defined |= {t.values.name for t in graph.sparse_initializer}
             for inner in graph.node:
                 for name in list(inner.input) + sorted(subgraph_outer_inputs(inner)):
                     if name and name not in defined:
@@ -150,17 +150,16 @@ class Model:
         keep, lifted = [], 0
         for node in self.graph.node:
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1:
-                array = _constant_value(node)
-                if array is not None and node.output[0] not in self.weights:
-                    tensor = numpy_helper.from_array(np.asarray(array), node.output[0])
-                    weight = WeightData(TensorProto())
-                    weight.header.CopyFrom(tensor)
-                    weight.header.ClearField("raw_data")
-                    protoio._clear_typed_data(weight.header)
-                    weight.array = np.asarray(array)
-                    self.weights[node.output[0]] = weight
-                    lifted += 1
-                    continue
+                try:
+                    array = _constant_value(node)
+                    if array is not None and node.output[0] not in self.weights:
+                        self.weights[node.output[0]] = _weight_from_array(node.output[0], np.asarray(array))
+                        lifted += 1
+                        continue
+                except (ValueError, TypeError) as exc:
+                    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise InvalidModelError(f"Constant '{node.name or node.output[0]!r}' holds an unreadable tensor: "
+                                            f"{detail}") from None
             keep.append(node)
         if lifted:
             del self.graph.node[:]
@@ -171,7 +170,7 @@ class Model:
     def check_structure(self) -> None:
         """Every input defined before use, no name produced twice: catches cycles and dangling edges."""
         defined = set(self.weights) | {t.name for t in self.graph.input}
-        defined |= {t.name for t in self.graph.sparse_initializer}
+        defined |= {t.values.name for t in self.graph.sparse_initializer}
         produced: set[str] = set()
         for node in self.graph.node:
             label = node.name or node.op_type
@@ -254,13 +253,7 @@ class Model:
         while unique in taken:
             counter += 1
             unique = f"{name}_{counter}"
-        tensor = numpy_helper.from_array(np.asarray(array), unique)
-        weight = WeightData(TensorProto())
-        weight.header.CopyFrom(tensor)
-        weight.header.ClearField("raw_data")
-        protoio._clear_typed_data(weight.header)
-        weight.array = np.asarray(array)
-        self.weights[unique] = weight
+        self.weights[unique] = _weight_from_array(unique, np.asarray(array))
         self._shapes = None
         return unique
 
@@ -373,12 +366,14 @@ class Model:
         path = Path(path)
         if self.source is not None and path.exists() and _same_file(path, self.source):
             raise InvalidOptionError(f"output '{path}' is the input model; choose another output path")
+        self._refuse_overwriting_sources(path, None)
         folder = path.parent if str(path.parent) else Path(".")
         if not folder.is_dir():
             raise InvalidOptionError(f"output folder '{folder}' does not exist")
         if external_data is None:
             external_data = self.had_external_data or self.nbytes() > EXTERNAL_DATA_THRESHOLD
         location = f"{path.name}.data"
+        self._refuse_overwriting_sources(path, folder / location if external_data else None)
         temps: list[str] = []
         try:
             model_fd, model_tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
@@ -388,15 +383,15 @@ class Model:
                     data_fd, data_tmp = tempfile.mkstemp(dir=folder, prefix=f".{location}.", suffix=".tmp")
                     temps.append(data_tmp)
                     with os.fdopen(data_fd, "wb") as data_file:
-                        protoio.write_model(self.proto, self.weights.values(), model_file,
-                                            external=(data_file, location))
+                        external_bytes = protoio.write_model(self.proto, self.weights.values(), model_file,
+                                                             external=(data_file, location))
                         data_file.flush()
                         os.fsync(data_file.fileno())
                 else:
                     protoio.write_model(self.proto, self.weights.values(), model_file)
                 model_file.flush()
                 os.fsync(model_file.fileno())
-            if external_data:
+            if external_data and external_bytes:
                 _replace(temps[1], folder / location)
             _replace(temps[0], path)
             temps.clear()
@@ -405,6 +400,21 @@ class Model:
                 if os.path.exists(leftover):
                     os.unlink(leftover)
         return path
+
+    def source_files(self) -> set[Path]:
+        """Files the weights are still read from (the input model and its external data)."""
+        files = {Path(w.source[0]).resolve() for w in self.weights.values() if w.source is not None}
+        if self.source is not None:
+            files.add(self.source.resolve())
+        return files
+
+    def _refuse_overwriting_sources(self, path: Path, data_path: Path | None) -> None:
+        sources = self.source_files()
+        for target in (path, data_path):
+            if target is not None and target.resolve() in sources:
+                raise InvalidOptionError(
+                    f"writing '{target}' would overwrite the input model's own data; choose another output name"
+                )
 
     def to_proto(self) -> onnx.ModelProto:
         """A self-contained ModelProto with every weight inline (for in-memory use and tests)."""
@@ -421,6 +431,11 @@ class Model:
                 tensor.raw_data = weight.opaque.tobytes()
             proto.graph.initializer.append(tensor)
         return proto
+
+
+def _weight_from_array(name: str, array: np.ndarray) -> WeightData:
+    header = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), dims=array.shape)
+    return WeightData(header, array=array)
 
 
 def _replace(temp: str, target: Path) -> None:

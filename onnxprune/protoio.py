@@ -159,6 +159,8 @@ def _external_view(header: TensorProto, base_dir: Path) -> np.ndarray:
     location = info.get("location")
     if not location:
         raise InvalidModelError(f"initializer '{header.name}' has external data without a location")
+    if not isinstance(location, str):
+        raise InvalidModelError(f"initializer '{header.name}' has an external data location that is not UTF-8 text")
     folder = base_dir.resolve()
     target = (folder / location).resolve()
     # Refuse locations that climb out of the model's folder (absolute paths, '..', symlinks).
@@ -173,10 +175,17 @@ def _external_view(header: TensorProto, base_dir: Path) -> np.ndarray:
         raise InvalidModelError(
             f"initializer '{header.name}' stores a packed or string type externally, which onnxprune does not read"
         )
-    offset = int(info.get("offset", 0))
     count = int(np.prod(header.dims, dtype=np.int64))
     need = count * dtype.itemsize
-    length = int(info.get("length", need))
+    try:
+        offset, length = int(info.get("offset", 0)), int(info.get("length", need))
+    except ValueError:
+        raise InvalidModelError(
+            f"external data of initializer '{header.name}' has a non-numeric offset or length "
+            f"({info.get('offset')!r}, {info.get('length')!r})"
+        ) from None
+    if offset < 0 or length < 0:
+        raise InvalidModelError(f"external data of initializer '{header.name}' has a negative offset or length")
     size = target.stat().st_size
     if length != need or offset + length > size:
         raise InvalidModelError(
@@ -358,11 +367,11 @@ def write_model(
     external: tuple[BinaryIO, str] | None = None,
     external_threshold: int = 1024,
     align: int = 4096,
-) -> None:
+) -> int:
     """Write `proto` (whose graph has no initializers) followed by `weights`.
 
     With `external=(data_file, location)`, initializers of at least `external_threshold` bytes go to
-    `data_file`, referenced by `location` relative to the model file.
+    `data_file`, referenced by `location` relative to the model file. Returns the bytes written there.
     """
     entries = []  # (header_bytes, array or None, raw_inline)
     data_offset = 0
@@ -421,3 +430,4 @@ def write_model(
                 written = offset + array.nbytes
     finally:
         copier.close()
+    return written

@@ -47,15 +47,16 @@ def norm_axis(axis: int, rank: int) -> int:
     return axis + rank if axis < 0 else axis
 
 
-def forward(builder: SpaceBuilder, node: onnx.NodeProto, src: str, dst: str, axis_map, why: str) -> None:
-    """Carry the tracked axes of `src` to `dst`; axis_map(axis) -> new axis, or None to pin it."""
+def forward(builder: SpaceBuilder, node: onnx.NodeProto, src: str, dst: str, axis_map, why: str | None) -> None:
+    """Carry the tracked axes of `src` to `dst`. axis_map(axis) gives the new axis, or None for an
+    axis that does not survive: it is pinned with `why`, or left to the caller when `why` is None."""
     for axis, layout in builder.tracked(src).items():
         target = axis_map(axis)
-        if target is None:
-            builder.pin(src, axis, why, node)
-        else:
+        if target is not None:
             builder.set_output(dst, target, layout)
+        elif why is not None:
+            builder.pin(src, axis, why, node)
 
 
 def same_axes(builder: SpaceBuilder, node: onnx.NodeProto, src: str, dst: str) -> None:
-    forward(builder, node, src, dst, lambda axis: axis, "")
+    forward(builder, node, src, dst, lambda axis: axis, None)

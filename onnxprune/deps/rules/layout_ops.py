@@ -149,7 +149,7 @@ def transpose(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
             return
         perm = list(reversed(range(rank)))
     inverse = {source: target for target, source in enumerate(perm)}
-    forward(builder, node, node.input[0], node.output[0], inverse.get, "")
+    forward(builder, node, node.input[0], node.output[0], inverse.get, None)
 
 
 def _axes_of(builder: SpaceBuilder, node: onnx.NodeProto) -> list[int] | None:
@@ -184,13 +184,13 @@ def unsqueeze(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
     out_rank = rank + len(axes)
     inserted = {norm_axis(a, out_rank) for a in axes}
     kept = [a for a in range(out_rank) if a not in inserted]
-    forward(builder, node, x, node.output[0], lambda a: kept[a], "")
+    forward(builder, node, x, node.output[0], lambda a: kept[a], None)
 
 
-def _prefix(dims, end: int):
-    """Product of dims[:end] as (integer part, symbolic names); None when a dim is unknown."""
+def _product(dims):
+    """Product of dims as (integer part, symbolic names); None when a dim is unknown."""
     product, symbols = 1, []
-    for dim in dims[:end]:
+    for dim in dims:
         if isinstance(dim, int):
             product *= dim
         elif isinstance(dim, str):
@@ -201,12 +201,17 @@ def _prefix(dims, end: int):
 
 
 def _matching_axis(in_dims, out_dims, axis: int) -> int | None:
-    """The output axis holding exactly input axis `axis` (same size, same elements before it)."""
-    size, before = in_dims[axis], _prefix(in_dims, axis)
-    if not isinstance(size, int) or before is None:
+    """The output axis holding exactly input axis `axis`: same size, and the same number of elements
+    before it or after it (either suffices, as Reshape keeps the total)."""
+    size = in_dims[axis]
+    if not isinstance(size, int):
         return None
+    before, after = _product(in_dims[:axis]), _product(in_dims[axis + 1:])
     for candidate, dim in enumerate(out_dims):
-        if dim == size and _prefix(out_dims, candidate) == before:
+        if dim != size:
+            continue
+        out_before, out_after = _product(out_dims[:candidate]), _product(out_dims[candidate + 1:])
+        if (before is not None and before == out_before) or (after is not None and after == out_after):
             return candidate
     return None
 

@@ -21,7 +21,7 @@ def batch_norm(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
         return
     # Statistics are per channel, so channels can leave BN independently.
     layout = builder.merge([(x, 1)] + [(name, 0) for name in params], node)
-    forward(builder, node, x, node.output[0], lambda a: a if a != 1 else None, "")
+    forward(builder, node, x, node.output[0], lambda a: a if a != 1 else None, None)
     builder.set_output(node.output[0], 1, layout)
 
 

@@ -1,0 +1,377 @@
+"""Prune time and peak memory against a plain `onnx.load` + `onnx.save` of the same model.
+
+    python -m bench.prune_time [--gb 1.0] [--skip-synthetic] [--runs 3] [--synthetic-runs 3] [--profile]
+
+Models: the largest net in models/ (yolo, torchscript export) and a synthetic conv + matmul stack
+of about --gb GB (bench/synthetic.py), both written to a temporary folder that is deleted at the end.
+
+Every measurement runs in a fresh Python subprocess, so its peak RSS (the child's own
+getrusage(RUSAGE_SELF).ru_maxrss, printed back as JSON) is that one operation's and nothing else's:
+  save   onnx.load(model) + onnx.save(copy)                                 (the reference)
+  prune  onnxprune.prune(model, out, PruneOptions(structured=0.4, validate=False)), load and save included
+The two alternate (save, prune, then prune, save, ...) and each is repeated --runs times; figures
+are medians. Targets: prune wall time <= 2x the reference, prune peak RSS <= 2x the model's file size.
+Results go to bench/results/prune_time.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+STRUCTURED = 0.4
+TIME_TARGET = 2.0  # prune wall time / (onnx.load + onnx.save)
+RSS_TARGET = 2.0  # prune peak RSS / model file size
+_REPO = Path(__file__).resolve().parent.parent
+_MB = 1e6
+
+
+# ---------------------------------------------------------------- child side (one fresh process)
+
+
+def _maxrss_bytes() -> int:
+    """This process's peak RSS so far.
+
+    Linux's VmHWM (the memory map's high-water mark) first: it starts afresh at exec. ru_maxrss
+    does not: exec folds the parent's memory map into it, so a child of a big parent starts big.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    # Linux reports kilobytes, macOS bytes.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def _ru_maxrss_bytes() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def _child_save(source: str, target: str) -> dict[str, Any]:
+    import onnx
+
+    baseline = _maxrss_bytes()
+    started = time.perf_counter()
+    model = onnx.load(source)
+    loaded = time.perf_counter()
+    after_load = _maxrss_bytes()
+    onnx.save(model, target)
+    done = time.perf_counter()
+    return {
+        "wall_s": done - started,
+        "phases_s": {"onnx.load": loaded - started, "onnx.save": done - loaded},
+        "maxrss_after_phase": {"imports": baseline, "onnx.load": after_load, "onnx.save": _maxrss_bytes()},
+        "baseline_rss": baseline,
+        "peak_rss": _maxrss_bytes(),
+    }
+
+
+def _child_prune(source: str, target: str, profile: bool = False) -> dict[str, Any]:
+    import onnxprune
+    import onnxprune.api as api
+    from onnxprune.model import Model
+
+    # Time the phases of api.prune by wrapping what it calls (no change to onnxprune itself):
+    # Model.load, model_stats (before and after), the passes (the report's pass_seconds), Model.save.
+    phases: dict[str, float] = {}
+    marks: dict[str, int] = {}
+
+    def timed(label, func):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                key = label
+                if label == "model_stats":  # runs twice: before, then after the passes
+                    key = f"{label} (after)" if f"{label} (before)" in phases else f"{label} (before)"
+                phases[key] = time.perf_counter() - start
+                marks[key] = _maxrss_bytes()
+        return wrapper
+
+    original_load, original_save, original_stats = Model.load, Model.save, api.model_stats
+    Model.load = classmethod(timed("Model.load", original_load.__func__))
+    Model.save = timed("Model.save", original_save)
+    api.model_stats = timed("model_stats", original_stats)
+    original_pipeline = api.run_pipeline
+    api.run_pipeline = timed("passes", original_pipeline)
+    baseline = _maxrss_bytes()
+    options = onnxprune.PruneOptions(structured=STRUCTURED, validate=False)
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    started = time.perf_counter()
+    report = onnxprune.prune(source, target, options)
+    wall = time.perf_counter() - started
+    if profiler is not None:
+        profiler.disable()
+    Model.load, Model.save, api.model_stats = original_load, original_save, original_stats
+    api.run_pipeline = original_pipeline
+    passes = {f"pass {name}": seconds for name, seconds in report.get("pass_seconds", {}).items()}
+    phases.pop("passes", None)
+    if passes and "passes" in marks:
+        marks[list(passes)[-1]] = marks.pop("passes")
+    ordered = {}
+    for key in ("Model.load", "model_stats (before)"):
+        if key in phases:
+            ordered[key] = phases[key]
+    ordered.update(passes)
+    for key in ("model_stats (after)", "Model.save"):
+        if key in phases:
+            ordered[key] = phases[key]
+    ordered["other"] = max(wall - sum(ordered.values()), 0.0)
+    result = {
+        "wall_s": wall,
+        "phases_s": ordered,
+        "maxrss_after_phase": {"imports": baseline, **marks},
+        "baseline_rss": baseline,
+        "peak_rss": _maxrss_bytes(),
+        "channels_removed": report.get("channels_removed"),
+        "params_before": report["before"]["params"],
+        "params_after": report["after"]["params"],
+    }
+    if profiler is not None:
+        result["profile"] = _profile_top(profiler)
+    return result
+
+
+def _profile_top(profiler, count: int = 20) -> list[dict[str, Any]]:
+    import pstats
+
+    stats = pstats.Stats(profiler)
+    rows = []
+    for (filename, line, func), (_cc, calls, tottime, cumtime, _callers) in stats.stats.items():
+        where = filename
+        for marker in ("site-packages/", str(_REPO) + "/"):
+            if marker in where:
+                where = where.split(marker, 1)[1]
+        rows.append({"function": f"{where}:{line}({func})", "calls": calls,
+                     "tottime_s": round(tottime, 4), "cumtime_s": round(cumtime, 4)})
+    rows.sort(key=lambda row: row["tottime_s"], reverse=True)
+    return rows[:count]
+
+
+def _child_main(argv: list[str]) -> int:
+    mode, source, target = argv
+    if mode == "save":
+        result = _child_save(source, target)
+    elif mode in ("prune", "prune-profile"):
+        result = _child_prune(source, target, profile=mode == "prune-profile")
+    else:
+        raise SystemExit(f"unknown child mode {mode!r}")
+    result["ru_maxrss"] = _ru_maxrss_bytes()
+    print("BENCH-RESULT " + json.dumps(result))
+    return 0
+
+
+# ---------------------------------------------------------------- parent side
+
+
+def _run_child(mode: str, source: Path, target: Path) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bench.prune_time", "--child", mode, str(source), str(target)]
+    # Flush dirty pages (earlier outputs, deleted or not) first, so no run pays for another's writeback.
+    if hasattr(os, "sync"):
+        os.sync()
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=_REPO, capture_output=True, text=True)
+    process_s = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"child {mode} on {source.name} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    line = next(x for x in reversed(done.stdout.splitlines()) if x.startswith("BENCH-RESULT "))
+    result = json.loads(line[len("BENCH-RESULT "):])
+    result["process_s"] = process_s
+    result["output_bytes"] = _file_bytes(target)
+    for leftover in (target, Path(f"{target}.data")):
+        if leftover.exists():
+            leftover.unlink()
+    return result
+
+
+def _check_call(command: list[str]) -> str:
+    done = subprocess.run(command, cwd=_REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[1:])} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return done.stdout
+
+
+def _file_bytes(path: Path) -> int:
+    data = Path(f"{path}.data")
+    return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    phases = {key: _median([r["phases_s"].get(key, 0.0) for r in runs]) for key in runs[0]["phases_s"]}
+    marks = {key: int(_median([r["maxrss_after_phase"].get(key, 0) for r in runs]))
+             for key in runs[0]["maxrss_after_phase"]}
+    return {
+        "wall_s": _median([r["wall_s"] for r in runs]),
+        "wall_s_runs": [round(r["wall_s"], 4) for r in runs],
+        "process_s": _median([r["process_s"] for r in runs]),
+        "peak_rss": int(_median([r["peak_rss"] for r in runs])),
+        "peak_rss_runs": [r["peak_rss"] for r in runs],
+        "ru_maxrss": int(_median([r["ru_maxrss"] for r in runs])),
+        "baseline_rss": int(_median([r["baseline_rss"] for r in runs])),
+        "phases_s": phases,
+        "maxrss_after_phase": marks,
+        "output_bytes": runs[0]["output_bytes"],
+    }
+
+
+def measure(name: str, source: Path, runs: int, work: Path, log) -> dict[str, Any]:
+    size = _file_bytes(source)
+    results: dict[str, list[dict[str, Any]]] = {"save": [], "prune": []}
+    for index in range(runs):
+        order = ("save", "prune") if index % 2 == 0 else ("prune", "save")
+        for mode in order:
+            result = _run_child(mode, source, work / f"{name}.{mode}.onnx")
+            results[mode].append(result)
+            log(f"  {name} run {index + 1}/{runs} {mode:5s}: {result['wall_s']:.3f} s, "
+                f"peak RSS {result['peak_rss'] / _MB:,.0f} MB")
+    save, prune = _summarize(results["save"]), _summarize(results["prune"])
+    net = prune["peak_rss"] - prune["baseline_rss"]
+    return {
+        "model": name,
+        "file_bytes": size,
+        "runs": runs,
+        "reference": save,
+        "prune": prune,
+        "time_ratio": prune["wall_s"] / save["wall_s"],
+        "prune_peak_rss_per_file": prune["peak_rss"] / size,
+        "prune_net_peak_rss_per_file": net / size,
+        "reference_peak_rss_per_file": save["peak_rss"] / size,
+        "params_before": results["prune"][0]["params_before"],
+        "params_after": results["prune"][0]["params_after"],
+        "channels_removed": results["prune"][0]["channels_removed"],
+        "time_target_met": prune["wall_s"] / save["wall_s"] <= TIME_TARGET,
+        "rss_target_met": prune["peak_rss"] / size <= RSS_TARGET,
+    }
+
+
+def _print_tables(cases: list[dict[str, Any]]) -> None:
+    from bench._common import table
+
+    rows = []
+    for case in cases:
+        ref, pr = case["reference"], case["prune"]
+        rows.append([
+            case["model"], case["file_bytes"] / _MB, ref["wall_s"], pr["wall_s"], case["time_ratio"],
+            ref["peak_rss"] / _MB, pr["peak_rss"] / _MB, case["reference_peak_rss_per_file"],
+            case["prune_peak_rss_per_file"], case["prune_net_peak_rss_per_file"],
+        ])
+    print(table(["model", "file MB", "load+save s", "prune s", "time ratio", "load+save peak MB",
+                 "prune peak MB", "load+save RSS/file", "prune RSS/file", "prune net RSS/file"], rows))
+    print(f"targets: time ratio <= {TIME_TARGET}, prune RSS/file <= {RSS_TARGET} "
+          "(net = peak minus the RSS after imports; medians of the runs)")
+    for case in cases:
+        print(f"\n{case['model']}: where the time goes (median s) and the peak RSS after each phase (MB)")
+        for label, key in (("onnx.load + onnx.save", "reference"), ("onnxprune.prune", "prune")):
+            part = case[key]
+            rows = [[phase, seconds, part["maxrss_after_phase"].get(phase, 0) / _MB or None]
+                    for phase, seconds in part["phases_s"].items()]
+            rows.insert(0, ["(imports)", None, part["baseline_rss"] / _MB])
+            rows.append(["total", part["wall_s"], part["peak_rss"] / _MB])
+            print(f"  {label}")
+            print("    " + table(["phase", "seconds", "peak RSS MB so far"], rows).replace("\n", "\n    "))
+
+
+def _print_profile(name: str, rows: list[dict[str, Any]]) -> None:
+    from bench._common import table
+
+    print(f"\n{name}: onnxprune.prune under cProfile, top functions by own time")
+    print(table(["function", "calls", "own s", "cumulative s"],
+                [[r["function"][-90:], r["calls"], r["tottime_s"], r["cumtime_s"]] for r in rows]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        return _child_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m bench.prune_time", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gb", type=float, default=1.0, help="synthetic model size in GB (default 1.0)")
+    parser.add_argument("--skip-synthetic", action="store_true", help="only the models/ net")
+    parser.add_argument("--runs", type=int, default=3, help="runs per measurement (default 3)")
+    parser.add_argument("--synthetic-runs", type=int, default=None, help="runs for the synthetic model (default --runs)")
+    parser.add_argument("--profile", action="store_true", help="also profile one prune of each model (cProfile)")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results/")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or (args.synthetic_runs is not None and args.synthetic_runs < 1):
+        parser.error("--runs and --synthetic-runs must be at least 1")
+
+    from bench._common import machine_facts, write_results
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    cases = []
+    synthetic_info = None
+    profiles = {}
+    with tempfile.TemporaryDirectory(prefix="onnxprune-bench-") as temp:
+        work = Path(temp)
+        # Both models are made in subprocesses: this process stays small (stdlib only) so that it
+        # lends nothing to its children's memory figures.
+        log("building yolo (torchscript export)")
+        yolo = work / "yolo.onnx"
+        _check_call([sys.executable, "-m", "models", "build", "yolo", "--exporter", "torchscript", "--out", str(yolo)])
+        sources = [("yolo", yolo, args.runs)]
+        if not args.skip_synthetic:
+            log(f"writing the synthetic stack ({args.gb:g} GB)")
+            synthetic = work / "synthetic.onnx"
+            out = _check_call([sys.executable, "-m", "bench.synthetic", str(synthetic), "--gb", repr(args.gb), "--json"])
+            synthetic_info = json.loads(out.strip().splitlines()[-1])
+            synthetic_info.pop("path")
+            log(f"  {synthetic_info['file_bytes'] / _MB:,.0f} MB: {synthetic_info['n_conv']} convs "
+                f"{synthetic_info['channels']} ch, {synthetic_info['n_matmul']} matmuls {synthetic_info['hidden']} "
+                f"wide, {synthetic_info['seconds']:.1f} s")
+            sources.append((f"synthetic-{args.gb:g}GB", synthetic, args.synthetic_runs or args.runs))
+        for name, source, runs in sources:
+            log(f"measuring {name} ({runs} runs each)")
+            cases.append(measure(name, source, runs, work, log))
+            if args.profile:
+                profiles[name] = _run_child("prune-profile", source, work / f"{name}.profile.onnx")["profile"]
+
+    print()
+    _print_tables(cases)
+    for name, rows in profiles.items():
+        _print_profile(name, rows)
+    payload = {
+        "benchmark": "prune_time",
+        "structured": STRUCTURED,
+        "targets": {"time_ratio_max": TIME_TARGET, "prune_peak_rss_per_file_max": RSS_TARGET},
+        "machine": machine_facts(),
+        "synthetic": synthetic_info,
+        "cases": cases,
+    }
+    if profiles:
+        payload["profiles"] = profiles
+    if not args.no_write:
+        path = write_results("prune_time.json", payload)
+        print(f"\nwrote {path.relative_to(_REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

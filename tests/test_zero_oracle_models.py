@@ -1,0 +1,80 @@
+"""Zero-oracle on every models/ net and both exporters: dead channels are removed exactly and the
+outputs do not move."""
+
+from __future__ import annotations
+
+import models
+import numpy as np
+import pytest
+from oracle import check_valid, choose_channels, max_relative_error, random_feed, run, zero_channels
+
+from onnxprune import Model, PruneOptions, build_channel_graph, prune
+
+CASES = [(name, exporter) for name in models.NAMES for exporter in models.EXPORTERS]
+
+
+def _prune_zeroed(path, tmp_path, plan_ratio, seed, global_ranking):
+    model = Model.load(path)
+    plan = choose_channels(model, plan_ratio, seed)
+    assert plan, "the model must have prunable channel spaces"
+    zero_channels(model, plan)
+    zeroed = tmp_path / "zeroed.onnx"
+    model.save(zeroed)
+    ratio = plan_ratio
+    if global_ranking:
+        total = sum(space.size for space in build_channel_graph(model).prunable)
+        ratio = sum(len(indices) for indices in plan.values()) / total
+    out = tmp_path / "pruned.onnx"
+    report = prune(zeroed, out, PruneOptions(structured=ratio, global_ranking=global_ranking, validate=False))
+    removed = {space["id"]: space["removed"] for space in report["spaces"] if space["removed"]}
+    assert removed == {space: [int(i) for i in indices] for space, indices in plan.items()}
+    feed = random_feed(model, seed)
+    assert max_relative_error(run(zeroed, feed), run(out, feed)) < 1e-5
+    check_valid(out)
+    assert report["after"]["params"] < report["before"]["params"]
+    return report
+
+
+@pytest.mark.parametrize(("name", "exporter"), CASES)
+def test_uniform_ratio_removes_exactly_the_dead_channels(zoo, tmp_path, name, exporter):
+    _prune_zeroed(zoo(name, exporter), tmp_path, 0.4, seed=0, global_ranking=False)
+
+
+@pytest.mark.parametrize(("name", "exporter"), CASES)
+def test_global_ranking_with_random_ratios(zoo, tmp_path, name, exporter):
+    for seed in (1, 2):
+        _prune_zeroed(zoo(name, exporter), tmp_path, None, seed=seed, global_ranking=True)
+
+
+@pytest.mark.parametrize("name", models.NAMES)
+def test_both_exporters_find_the_same_prunable_channels(zoo, name):
+    sizes = {}
+    for exporter in models.EXPORTERS:
+        graph = build_channel_graph(Model.load(zoo(name, exporter)))
+        sizes[exporter] = sorted(space.size for space in graph.prunable)
+    assert sizes["torchscript"] == sizes["dynamo"]
+
+
+def test_yolo_inspect_lists_coupled_split_concat_groups_and_pinned_heads(zoo):
+    graph = build_channel_graph(Model.load(zoo("yolo")))
+    pinned_outputs = {str(pin) for space in graph.spaces for pin in space.pins if "graph output" in str(pin)}
+    assert {"graph output 'p3'", "graph output 'p4'", "graph output 'p5'"} <= pinned_outputs
+    # C2f: the conv before the chunk is one tensor axis made of two spaces (the halves), and the
+    # concat after the bottlenecks joins several spaces along one axis.
+    split_producers = [s for s in graph.prunable if len({m.offset for m in s.weight_members if m.axis == 0}) == 1
+                       and any(m.offset > 0 for m in s.members)]
+    assert split_producers
+    offsets_per_tensor = {}
+    for space in graph.spaces:
+        for member in space.members:
+            offsets_per_tensor.setdefault((member.tensor, member.axis), set()).add(member.offset)
+    assert any(len(offsets) >= 3 for offsets in offsets_per_tensor.values()), "no Concat of 3+ spaces found"
+
+
+def test_pruned_model_is_smaller_and_faster_flops(zoo, tmp_path):
+    out = tmp_path / "yolo_pruned.onnx"
+    report = prune(zoo("yolo"), out, PruneOptions(structured=0.4))
+    assert report["after"]["flops"] < 0.6 * report["before"]["flops"]
+    outputs = report["validation"]["outputs"]
+    assert {o["name"] for o in outputs} == {"p3", "p4", "p5"}
+    assert all(np.isfinite(o["max_abs"]) for o in outputs)
