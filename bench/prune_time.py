@@ -1,16 +1,18 @@
 """Prune time and peak memory against a plain `onnx.load` + `onnx.save` of the same model.
 
-    python -m bench.prune_time [--gb 1.0] [--skip-synthetic] [--runs 3] [--synthetic-runs 3] [--profile]
+    python -m bench.prune_time [--gb 1.0] [--skip-synthetic] [--runs 3] [--synthetic-runs 3] [--warmup-runs 1]
+                               [--profile]
 
 Models: the largest net in models/ (yolo, torchscript export) and a synthetic conv + matmul stack
 of about --gb GB (bench/synthetic.py), both written to a temporary folder that is deleted at the end.
 
-Every measurement runs in a fresh Python subprocess, so its peak RSS (the child's own
-getrusage(RUSAGE_SELF).ru_maxrss, printed back as JSON) is that one operation's and nothing else's:
+Every measurement runs in a fresh Python subprocess, so its peak RSS (the child's own high-water
+mark, VmHWM, printed back as JSON; ru_maxrss on systems without /proc) is that one operation's:
   save   onnx.load(model) + onnx.save(copy)                                 (the reference)
   prune  onnxprune.prune(model, out, PruneOptions(structured=0.4, validate=False)), load and save included
-The two alternate (save, prune, then prune, save, ...) and each is repeated --runs times; figures
-are medians. Targets: prune wall time <= 2x the reference, prune peak RSS <= 2x the model's file size.
+After --warmup-runs discarded runs of each, the two alternate (save, prune, then prune, save, ...)
+and each is repeated --runs times; figures are medians. Targets: prune wall time <= 2x the
+reference, prune peak RSS <= 2x the model's file size.
 Results go to bench/results/prune_time.json.
 """
 
@@ -57,6 +59,20 @@ def _maxrss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
+def _rss_now() -> dict[str, int]:
+    """Current resident memory split into anonymous (heap, arrays) and file-backed (memory maps) bytes."""
+    split = {}
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                for key, label in (("RssAnon:", "anon"), ("RssFile:", "file")):
+                    if line.startswith(key):
+                        split[label] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return split
+
+
 def _ru_maxrss_bytes() -> int:
     import resource
 
@@ -66,14 +82,15 @@ def _ru_maxrss_bytes() -> int:
 def _child_save(source: str, target: str) -> dict[str, Any]:
     import onnx
 
-    baseline = _maxrss_bytes()
+    baseline, split_imports = _maxrss_bytes(), _rss_now()
     started = time.perf_counter()
     model = onnx.load(source)
     loaded = time.perf_counter()
-    after_load = _maxrss_bytes()
+    after_load, split_load = _maxrss_bytes(), _rss_now()
     onnx.save(model, target)
     done = time.perf_counter()
     return {
+        "rss_now_after_phase": {"imports": split_imports, "onnx.load": split_load, "onnx.save": _rss_now()},
         "wall_s": done - started,
         "phases_s": {"onnx.load": loaded - started, "onnx.save": done - loaded},
         "maxrss_after_phase": {"imports": baseline, "onnx.load": after_load, "onnx.save": _maxrss_bytes()},
@@ -91,6 +108,7 @@ def _child_prune(source: str, target: str, profile: bool = False) -> dict[str, A
     # Model.load, model_stats (before and after), the passes (the report's pass_seconds), Model.save.
     phases: dict[str, float] = {}
     marks: dict[str, int] = {}
+    splits: dict[str, dict[str, int]] = {}
 
     def timed(label, func):
         def wrapper(*args, **kwargs):
@@ -103,6 +121,7 @@ def _child_prune(source: str, target: str, profile: bool = False) -> dict[str, A
                     key = f"{label} (after)" if f"{label} (before)" in phases else f"{label} (before)"
                 phases[key] = time.perf_counter() - start
                 marks[key] = _maxrss_bytes()
+                splits[key] = _rss_now()
         return wrapper
 
     original_load, original_save, original_stats = Model.load, Model.save, api.model_stats
@@ -111,7 +130,7 @@ def _child_prune(source: str, target: str, profile: bool = False) -> dict[str, A
     api.model_stats = timed("model_stats", original_stats)
     original_pipeline = api.run_pipeline
     api.run_pipeline = timed("passes", original_pipeline)
-    baseline = _maxrss_bytes()
+    baseline, split_imports = _maxrss_bytes(), _rss_now()
     options = onnxprune.PruneOptions(structured=STRUCTURED, validate=False)
     profiler = None
     if profile:
@@ -130,6 +149,7 @@ def _child_prune(source: str, target: str, profile: bool = False) -> dict[str, A
     phases.pop("passes", None)
     if passes and "passes" in marks:
         marks[list(passes)[-1]] = marks.pop("passes")
+        splits[list(passes)[-1]] = splits.pop("passes")
     ordered = {}
     for key in ("Model.load", "model_stats (before)"):
         if key in phases:
@@ -143,6 +163,7 @@ def _child_prune(source: str, target: str, profile: bool = False) -> dict[str, A
         "wall_s": wall,
         "phases_s": ordered,
         "maxrss_after_phase": {"imports": baseline, **marks},
+        "rss_now_after_phase": {"imports": split_imports, **splits},
         "baseline_rss": baseline,
         "peak_rss": _maxrss_bytes(),
         "channels_removed": report.get("channels_removed"),
@@ -226,6 +247,9 @@ def _summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     phases = {key: _median([r["phases_s"].get(key, 0.0) for r in runs]) for key in runs[0]["phases_s"]}
     marks = {key: int(_median([r["maxrss_after_phase"].get(key, 0) for r in runs]))
              for key in runs[0]["maxrss_after_phase"]}
+    split = {key: {kind: int(_median([r["rss_now_after_phase"].get(key, {}).get(kind, 0) for r in runs]))
+                   for kind in ("anon", "file")}
+             for key in runs[0]["rss_now_after_phase"]}
     return {
         "wall_s": _median([r["wall_s"] for r in runs]),
         "wall_s_runs": [round(r["wall_s"], 4) for r in runs],
@@ -236,13 +260,20 @@ def _summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "baseline_rss": int(_median([r["baseline_rss"] for r in runs])),
         "phases_s": phases,
         "maxrss_after_phase": marks,
+        "rss_now_after_phase": split,
         "output_bytes": runs[0]["output_bytes"],
     }
 
 
-def measure(name: str, source: Path, runs: int, work: Path, log) -> dict[str, Any]:
+def measure(name: str, source: Path, runs: int, work: Path, log, warmup_runs: int = 1) -> dict[str, Any]:
     size = _file_bytes(source)
     results: dict[str, list[dict[str, Any]]] = {"save": [], "prune": []}
+    for index in range(warmup_runs):
+        # Discarded: the first runs after writing a big model pay for page cache and, on a VM, for
+        # guest memory the host has not backed yet (the first load+save of 1 GB took 3x the third).
+        for mode in ("save", "prune"):
+            result = _run_child(mode, source, work / f"{name}.{mode}.onnx")
+            log(f"  {name} warmup {index + 1}/{warmup_runs} {mode:5s}: {result['wall_s']:.3f} s (discarded)")
     for index in range(runs):
         order = ("save", "prune") if index % 2 == 0 else ("prune", "save")
         for mode in order:
@@ -256,9 +287,12 @@ def measure(name: str, source: Path, runs: int, work: Path, log) -> dict[str, An
         "model": name,
         "file_bytes": size,
         "runs": runs,
+        "warmup_runs": warmup_runs,
         "reference": save,
         "prune": prune,
         "time_ratio": prune["wall_s"] / save["wall_s"],
+        # Ratio of the fastest runs: less sensitive to a noisy machine than the medians.
+        "time_ratio_min": min(r["wall_s"] for r in results["prune"]) / min(r["wall_s"] for r in results["save"]),
         "prune_peak_rss_per_file": prune["peak_rss"] / size,
         "prune_net_peak_rss_per_file": net / size,
         "reference_peak_rss_per_file": save["peak_rss"] / size,
@@ -278,10 +312,11 @@ def _print_tables(cases: list[dict[str, Any]]) -> None:
         ref, pr = case["reference"], case["prune"]
         rows.append([
             case["model"], case["file_bytes"] / _MB, ref["wall_s"], pr["wall_s"], case["time_ratio"],
+            case["time_ratio_min"],
             ref["peak_rss"] / _MB, pr["peak_rss"] / _MB, case["reference_peak_rss_per_file"],
             case["prune_peak_rss_per_file"], case["prune_net_peak_rss_per_file"],
         ])
-    print(table(["model", "file MB", "load+save s", "prune s", "time ratio", "load+save peak MB",
+    print(table(["model", "file MB", "load+save s", "prune s", "time ratio", "ratio of mins", "load+save peak MB",
                  "prune peak MB", "load+save RSS/file", "prune RSS/file", "prune net RSS/file"], rows))
     print(f"targets: time ratio <= {TIME_TARGET}, prune RSS/file <= {RSS_TARGET} "
           "(net = peak minus the RSS after imports; medians of the runs)")
@@ -289,12 +324,19 @@ def _print_tables(cases: list[dict[str, Any]]) -> None:
         print(f"\n{case['model']}: where the time goes (median s) and the peak RSS after each phase (MB)")
         for label, key in (("onnx.load + onnx.save", "reference"), ("onnxprune.prune", "prune")):
             part = case[key]
-            rows = [[phase, seconds, part["maxrss_after_phase"].get(phase, 0) / _MB or None]
+            def now(phase, kind, part=part):
+                value = part["rss_now_after_phase"].get(phase, {}).get(kind)
+                return value / _MB if value else None
+
+            rows = [[phase, seconds, part["maxrss_after_phase"].get(phase, 0) / _MB or None,
+                     now(phase, "anon"), now(phase, "file")]
                     for phase, seconds in part["phases_s"].items()]
-            rows.insert(0, ["(imports)", None, part["baseline_rss"] / _MB])
-            rows.append(["total", part["wall_s"], part["peak_rss"] / _MB])
+            rows.insert(0, ["(imports)", None, part["baseline_rss"] / _MB, now("imports", "anon"),
+                            now("imports", "file")])
+            rows.append(["total", part["wall_s"], part["peak_rss"] / _MB, None, None])
             print(f"  {label}")
-            print("    " + table(["phase", "seconds", "peak RSS MB so far"], rows).replace("\n", "\n    "))
+            print("    " + table(["phase", "seconds", "peak RSS MB so far", "anon MB after", "file-backed MB after"],
+                                 rows).replace("\n", "\n    "))
 
 
 def _print_profile(name: str, rows: list[dict[str, Any]]) -> None:
@@ -314,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gb", type=float, default=1.0, help="synthetic model size in GB (default 1.0)")
     parser.add_argument("--skip-synthetic", action="store_true", help="only the models/ net")
     parser.add_argument("--runs", type=int, default=3, help="runs per measurement (default 3)")
-    parser.add_argument("--synthetic-runs", type=int, default=None, help="runs for the synthetic model (default --runs)")
+    parser.add_argument("--synthetic-runs", type=int, default=None,
+                        help="runs for the synthetic model (default --runs)")
+    parser.add_argument("--warmup-runs", type=int, default=1, help="discarded runs of each first (default 1)")
     parser.add_argument("--profile", action="store_true", help="also profile one prune of each model (cProfile)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results/")
     args = parser.parse_args(argv)
@@ -340,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_synthetic:
             log(f"writing the synthetic stack ({args.gb:g} GB)")
             synthetic = work / "synthetic.onnx"
-            out = _check_call([sys.executable, "-m", "bench.synthetic", str(synthetic), "--gb", repr(args.gb), "--json"])
+            command = [sys.executable, "-m", "bench.synthetic", str(synthetic), "--gb", repr(args.gb), "--json"]
+            out = _check_call(command)
             synthetic_info = json.loads(out.strip().splitlines()[-1])
             synthetic_info.pop("path")
             log(f"  {synthetic_info['file_bytes'] / _MB:,.0f} MB: {synthetic_info['n_conv']} convs "
@@ -349,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             sources.append((f"synthetic-{args.gb:g}GB", synthetic, args.synthetic_runs or args.runs))
         for name, source, runs in sources:
             log(f"measuring {name} ({runs} runs each)")
-            cases.append(measure(name, source, runs, work, log))
+            cases.append(measure(name, source, runs, work, log, args.warmup_runs))
             if args.profile:
                 profiles[name] = _run_child("prune-profile", source, work / f"{name}.profile.onnx")["profile"]
 

@@ -1,7 +1,7 @@
 """Realized ONNX Runtime CPU speedup of pruned models against their FLOPs reduction.
 
     python -m bench.speedup [--models resnet,yolo,...] [--skip-synthetic] [--min-runs 50] [--seconds 8]
-                            [--batch NAME=B ...]
+                            [--batch NAME=B ...] [--round-to 1,8] [--spinning]
 
 For every net in models/ (torchscript export) and a mid-size synthetic conv stack (bench/synthetic.py,
 about 64 MB, 256 channels at 28x28, so convolution compute dominates), prune at --structured 0.4 with
@@ -9,7 +9,8 @@ about 64 MB, 256 channels at 28x28, so convolution compute dominates), prune at 
   * FLOPs of the original and both pruned models (onnxprune.stats.model_stats at the benchmark's
     input shape; the models' batch dim is symbolic, so the batch is chosen here);
   * latency of the three in ONNX Runtime (CPU, default threads), interleaved run by run
-    (onnxprune.latency.measure_interleaved) after warmups, at least --min-runs timed runs each.
+    (onnxprune.latency.measure_interleaved) after warmups, at least --min-runs timed runs each,
+    with intra-op spinning off (--spinning leaves it on).
 Reported: FLOPs reduction = before / after, speedup = median latency before / after, and
 efficiency = speedup / FLOPs reduction (target >= 0.9). Results go to bench/results/speedup.json.
 """
@@ -27,8 +28,9 @@ from typing import Any
 STRUCTURED = 0.4
 ROUND_TO = (1, 8)
 EFFICIENCY_TARGET = 0.9
-# Batches at which compute, not per-node overhead, dominates each net's run on a small CPU.
-DEFAULT_BATCH = {"resnet": 8, "mobile": 32, "yolo": 16, "mlp": 2048, "mlp3d": 1024, "synthetic": 1}
+# Batches at which compute, not per-node overhead, dominates each net's run (about 5-15 ms for the
+# original on a 2-core AVX-512 machine; the nets are small, 64x64 inputs or 64 features).
+DEFAULT_BATCH = {"resnet": 32, "mobile": 128, "yolo": 64, "mlp": 16384, "mlp3d": 4096, "synthetic": 1}
 SYNTHETIC = {"target_bytes": 64_000_000, "channels": 256, "hidden": 512, "spatial": 28, "conv_share": 0.95}
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -50,6 +52,23 @@ def _stats(path: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
             "flops_by_op": stats["flops_by_op"], "flops_unknown_nodes": stats["flops_unknown_nodes"]}
 
 
+def _session(path: Path, spinning: bool):
+    """An ONNX Runtime CPU session with default threads; intra-op spinning off unless `spinning`.
+
+    Spinning (ORT's default) keeps a session's pool threads busy-waiting for a while after each run.
+    With three sessions run in alternation on a few cores, one session's spinning threads steal the
+    cores of the next one and the latencies measure that contention, not the models (on 2 cores it
+    made resnet 3-6x slower, unevenly across the three models).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
 def _runs_for(sessions, feeds, seconds: float, min_runs: int, max_runs: int) -> tuple[int, float]:
     """Timed runs that fill about `seconds`: one untimed round to warm up, one to estimate."""
     from onnxprune import runtime
@@ -64,18 +83,18 @@ def _runs_for(sessions, feeds, seconds: float, min_runs: int, max_runs: int) -> 
 
 
 def measure(name: str, source: Path, input_name: str, feed, work: Path, args, log) -> dict[str, Any]:
-    from onnxprune import latency, runtime
+    from onnxprune import latency
 
     shapes = {input_name: tuple(feed.shape)}
     variants: dict[str, Path] = {"original": source}
     prune_info = {}
-    for round_to in ROUND_TO:
+    for round_to in args.round_to:
         label = f"round_to={round_to}"
         target = work / f"{name}.r{round_to}.onnx"
         prune_info[label] = _prune(source, target, round_to, shapes)
         variants[label] = target
     stats = {label: _stats(path, shapes) for label, path in variants.items()}
-    sessions = {label: runtime.create_session(path) for label, path in variants.items()}
+    sessions = {label: _session(path, args.spinning) for label, path in variants.items()}
     feeds = {label: {input_name: feed} for label in sessions}
     runs, round_s = _runs_for(sessions, feeds, args.seconds, args.min_runs, args.max_runs)
     warmup = max(args.warmup, min(50, runs // 10))
@@ -134,6 +153,16 @@ def _print_table(cases: list[dict[str, Any]]) -> None:
           f"pruned at --structured {STRUCTURED})")
 
 
+def _round_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
 def _parse_batches(items: list[str]) -> dict[str, int]:
     batches = dict(DEFAULT_BATCH)
     for item in items:
@@ -156,13 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0,
                         help="aim for about this much timed time per net (default 8; --min-runs wins)")
     parser.add_argument("--warmup", type=int, default=10, help="fewest untimed runs per model (default 10)")
+    parser.add_argument("--spinning", action="store_true",
+                        help="leave ONNX Runtime's intra-op spinning on (its default; off here, see README)")
+    parser.add_argument("--round-to", type=_round_list, default=ROUND_TO, metavar="N,N",
+                        help="--round-to values to prune with (default 1,8)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results/")
     args = parser.parse_args(argv)
     if args.min_runs < 1 or args.max_runs < args.min_runs or args.warmup < 0:
         parser.error("need 1 <= --min-runs <= --max-runs and --warmup >= 0")
 
     import models
-
     from bench._common import machine_facts, write_results
     from bench.synthetic import make_stack
 
@@ -201,10 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "benchmark": "speedup",
         "structured": STRUCTURED,
-        "round_to": list(ROUND_TO),
+        "round_to": list(args.round_to),
         "targets": {"efficiency_min": EFFICIENCY_TARGET},
-        "machine": {**machine_facts(), "ort_threads": "default (intra_op_num_threads=0)",
-                    "omp_num_threads": os.environ.get("OMP_NUM_THREADS")},
+        "machine": machine_facts(),
+        "session": {"provider": "CPUExecutionProvider", "intra_op_num_threads": "default (0)",
+                    "allow_spinning": args.spinning, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")},
+        "batches": {case["model"]: case["input_shape"][0] for case in cases},
         "synthetic": synthetic_info,
         "cases": cases,
         "summary": {

@@ -7,8 +7,9 @@ one layer excluded by name, then the rewrite.
 import sys
 from pathlib import Path
 
-from onnxprune import Model
 from onnxprune.passes import ChannelBudget, Magnitude, RemoveChannels
+
+from onnxprune import Model
 from onnxprune.pipeline import Context, run_pipeline
 from onnxprune.plan import Budget
 

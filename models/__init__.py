@@ -18,13 +18,23 @@ neither torch nor numpy; ``build`` and ``torch_module`` import torch. ``python -
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import pathlib
 from dataclasses import dataclass
 
-__all__ = ["NAMES", "EXPORTERS", "SPECS", "OPSETS", "ZOO", "build", "example_inputs",
-           "torch_module", "default_filename"]
+__all__ = [
+    "EXPORTERS",
+    "NAMES",
+    "OPSETS",
+    "SPECS",
+    "ZOO",
+    "build",
+    "default_filename",
+    "example_inputs",
+    "torch_module",
+]
 
 EXPORTERS = ("torchscript", "dynamo")
 # Default opset per exporter. dynamo: 18, the opset its translation library (onnxscript's
@@ -89,14 +99,22 @@ def example_inputs(name: str, batch: int | None = None, seed: int = 0) -> dict:
 
 def torch_module(name: str):
     """The torch.nn.Module behind ``name``: seeded, BN calibrated and randomized, eval mode,
-    parameters with requires_grad=False. The same weights every call."""
+    parameters with requires_grad=False. The same weights every call; each call returns a
+    new copy, free to modify."""
+    import copy
+
+    return copy.deepcopy(_reference_module(_spec(name).name))
+
+
+@functools.cache
+def _reference_module(name: str):
     import torch
 
     from ._common import SEED, finalize
 
     spec = _spec(name)
     factory = getattr(importlib.import_module(f"{__name__}.{spec.module}"), spec.factory)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG alone
         torch.manual_seed(SEED)
         module = factory()
         return finalize(module, (_CALIB_BATCH, *spec.input_shape[1:]), spec.readouts,

@@ -60,7 +60,7 @@ def export(module, example, input_names, output_names, exporter: str,
     path.parent.mkdir(parents=True, exist_ok=True)
     opset = opset or OPSETS[exporter]
     common = dict(input_names=list(input_names), output_names=list(output_names),
-                  opset_version=opset, external_data=False)
+                  opset_version=opset)
     with _quiet(), torch.no_grad():
         if exporter == "torchscript":
             axes = ({n: {0: BATCH} for n in [*input_names, *output_names]}

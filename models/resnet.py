@@ -14,8 +14,8 @@ OUTPUT_NAMES = ("logits",)
 
 
 def make():
-    from torch import nn
     import torch
+    from torch import nn
 
     class BasicBlock(nn.Module):
         def __init__(self, cin: int, cout: int, stride: int = 1):

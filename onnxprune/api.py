@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import InvalidModelError, InvalidOptionError
 from .model import Model
@@ -53,7 +54,7 @@ def check_paths(source: Path, target: Path) -> None:
         raise InvalidModelError(f"input model '{source}' does not exist")
     if source.is_dir():
         raise InvalidModelError(f"input model '{source}' is a folder, not a file")
-    if target.exists() and os.path.samefile(source, target) or source.resolve() == target.resolve():
+    if (target.exists() and os.path.samefile(source, target)) or source.resolve() == target.resolve():
         raise InvalidOptionError(f"output '{target}' is the input model; choose another output path")
     if target.is_dir():
         raise InvalidOptionError(f"output '{target}' is a folder; give a file name")

@@ -102,7 +102,7 @@ def run() -> None:
         _fail(exc.format_message(), exc.exit_code if exc.exit_code != 1 else 2)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+    except Exception as exc:
         if os.environ.get(_DEBUG_ENV):
             raise
         first = str(exc).splitlines()[0] if str(exc) else ""

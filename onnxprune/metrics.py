@@ -182,7 +182,7 @@ def _infer_shapes(
             light, check_type=False, strict_mode=False, data_prop=True
         )
     # Shape inference raises assorted C++-bound errors; FLOPs are a statistic, so degrade.
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         notes.append(
             f"shape inference failed, FLOPs are incomplete: {_first_line(exc)}"
         )

@@ -177,7 +177,8 @@ class Model:
             for name in list(node.input) + sorted(subgraph_outer_inputs(node)):
                 if name and name not in defined:
                     later = any(name in other.output for other in self.graph.node)
-                    problem = "is used before it is produced (cycle or unsorted graph)" if later else "is never produced"
+                    problem = "is used before it is produced (cycle or unsorted graph)" if later else (
+                        "is never produced")
                     raise InvalidModelError(f"node '{label}' input '{name}' {problem}")
             for name in node.output:
                 if not name:
@@ -242,7 +243,10 @@ class Model:
 
     def set_weight(self, name: str, array: np.ndarray) -> None:
         weight = self.weights[name]
-        weight.array = np.asarray(array)
+        array = np.asarray(array)
+        if weight.array is None or weight.array.dtype != array.dtype:
+            weight.header.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+        weight.array = array
         weight.opaque = None
         self._shapes = None
 

@@ -25,7 +25,7 @@ def kept_after_rounding(size: int, kept: int, budget: Budget) -> int:
 
 def removal_count(size: int, budget: Budget) -> int:
     """How many channels a space of `size` loses under a local (uniform) budget."""
-    remove = int(math.floor(budget.ratio * size + 1e-9))
+    remove = math.floor(budget.ratio * size + 1e-9)
     return size - kept_after_rounding(size, size - remove, budget)
 
 
@@ -50,7 +50,7 @@ def plan_global(scores: dict[int, np.ndarray], budget: Budget) -> dict[int, np.n
     entries = [(float(score), space, index) for space, values in scores.items()
                for index, score in enumerate(normalized(np.asarray(values, np.float64)))]
     entries.sort()
-    target = int(math.floor(budget.ratio * len(entries) + 1e-9))
+    target = math.floor(budget.ratio * len(entries) + 1e-9)
     chosen: dict[int, list[int]] = {space: [] for space in scores}
     taken = 0
     for _, space, index in entries:

@@ -29,7 +29,10 @@ def group_norm(model: Model, space: ChannelSpace, p: int) -> np.ndarray:
         if is_statistic(model, member.tensor) or model.weight(member.tensor).dtype.kind != "f":
             continue
         rows = member_slices(model, member, space.size)
-        total += np.abs(rows).sum(axis=1, dtype=np.float64) if p == 1 else np.square(rows, dtype=np.float64).sum(axis=1)
+        if p == 1:
+            total += np.abs(rows).sum(axis=1, dtype=np.float64)
+        else:
+            total += np.square(rows, dtype=np.float64).sum(axis=1)
     return total if p == 1 else np.sqrt(total)
 
 
@@ -60,7 +63,8 @@ class BatchNormScale:
             total = np.zeros(space.size, np.float64)
             found = False
             for member in space.weight_members:
-                if any(node.op_type == "BatchNormalization" and index == 1 for node, index in model.consumers(member.tensor)):
+                consumers = model.consumers(member.tensor)
+                if any(node.op_type == "BatchNormalization" and index == 1 for node, index in consumers):
                     total += np.abs(member_slices(model, member, space.size)[:, 0])
                     found = True
             if found:

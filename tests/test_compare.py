@@ -144,7 +144,7 @@ def test_runtime_compare_and_latency_end_to_end(tmp_path: Path) -> None:
 def test_runtime_errors_are_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
-    with pytest.raises(ValidationError, match="bad.onnx") as info:
+    with pytest.raises(ValidationError, match=r"bad\.onnx") as info:
         runtime.create_session(bad)
     assert "\n" not in str(info.value)
     with pytest.raises(InvalidOptionError, match="NoSuchExecutionProvider"):

@@ -3,11 +3,11 @@ outputs do not move."""
 
 from __future__ import annotations
 
-import models
 import numpy as np
 import pytest
 from oracle import check_valid, choose_channels, max_relative_error, random_feed, run, zero_channels
 
+import models
 from onnxprune import Model, PruneOptions, build_channel_graph, prune
 
 CASES = [(name, exporter) for name in models.NAMES for exporter in models.EXPORTERS]

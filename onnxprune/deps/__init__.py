@@ -38,7 +38,7 @@ class ChannelGraph:
                 if matched.intersection(space.nodes):
                     space.pins.append(Pin(f"excluded by --exclude '{pattern}'"))
 
-    def removal(self, plan: dict[int, "list[int]"]) -> Removal:
+    def removal(self, plan: dict[int, list[int]]) -> Removal:
         return self.builder.removal(plan, self.spaces)
 
 

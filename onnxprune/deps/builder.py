@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -85,6 +85,21 @@ class Removal:
         return self._removed.items()
 
 
+class LayoutTable(dict):
+    """Layouts by (tensor, axis), with a per-tensor index: rules ask for a tensor's axes constantly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_tensor: dict[str, dict[int, Layout]] = defaultdict(dict)
+
+    def __setitem__(self, key: tuple[str, int], layout: Layout) -> None:
+        super().__setitem__(key, layout)
+        self._by_tensor[key[0]][key[1]] = layout
+
+    def of(self, tensor: str) -> dict[int, Layout]:
+        return dict(self._by_tensor.get(tensor, {}))
+
+
 class SpaceBuilder:
     """The context propagation rules work on: layouts per (tensor, axis), pins and fixups."""
 
@@ -93,7 +108,7 @@ class SpaceBuilder:
         self.shapes = shapes
         self.shape_values = ShapeValues(model, shapes)
         self.atoms = AtomTable()
-        self.layouts: dict[tuple[str, int], Layout] = {}
+        self.layouts = LayoutTable()
         self._pins: list[tuple[str, int | None, Pin]] = []
         self.fixups: list[Fixup] = []
         # Parameter inputs computed from shapes that the rewrite turns into constants.
@@ -125,6 +140,16 @@ class SpaceBuilder:
         A value computed from shapes is frozen: the rewrite replaces it with a constant, so that
         removing channels cannot change it behind the rule's back.
         """
+        values = self.partial_param(node, index)
+        if values is None or any(v is None for v in values):
+            return None
+        name = node.input[index]
+        if not self.model.is_weight(name):
+            self._frozen[(id(node), index)] = (node, name, np.array(values, np.int64))
+        return values
+
+    def partial_param(self, node: onnx.NodeProto, index: int) -> list[int | None] | None:
+        """Like param, with None for entries only known at run time; nothing is frozen."""
         name = node.input[index] if index < len(node.input) else ""
         if not name:
             return None
@@ -132,10 +157,17 @@ class SpaceBuilder:
             value = self.model.weight(name)
             return [int(v) for v in np.asarray(value).reshape(-1)] if value.dtype.kind in "iu" else None
         derived = self.shape_values.get(name)
-        if derived is None or not derived.fully_known or derived.value.dtype.kind not in "iu":
+        if derived is None or derived.value.dtype.kind not in "iu":
             return None
-        self._frozen[(id(node), index)] = (node, name, derived.value.astype(np.int64))
-        return [int(v) for v in derived.value.reshape(-1)]
+        return [int(v) if known else None
+                for v, known in zip(derived.value.reshape(-1), derived.known.reshape(-1))]
+
+    def write_param(self, node: onnx.NodeProto, index: int, values, hint: str) -> None:
+        """Set an integer parameter input to constant `values`, in the element type it had (int32 or int64)."""
+        name = node.input[index] if index < len(node.input) else ""
+        info = self.shapes.get(name) if name else None
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(info.elem_type) if info and info.elem_type else np.int64
+        self.model.set_node_input_constant(node, index, np.asarray(values).astype(dtype), hint)
 
     def is_derived(self, node: onnx.NodeProto) -> bool:
         """True for nodes that only compute shape values (handled by ShapeValues, not by rules)."""
@@ -147,13 +179,14 @@ class SpaceBuilder:
         for node, name, value in self._frozen.values():
             for index, current in enumerate(node.input):
                 if current == name:
-                    self.model.set_node_input_constant(node, index, value, f"{node.name or node.op_type}_param")
+                    self.write_param(node, index, value, f"{node.name or node.op_type}_param")
 
     def pin_shape_leaks(self) -> None:
         """Pin the sizes a shape value was computed from wherever it reaches more than a frozen parameter."""
         outputs = set(self.model.output_names)
         for name, derived in self.shape_values.values.items():
-            if not derived.sources:
+            sources = derived.all_sources
+            if not sources:
                 continue
             leaks = [node for node, index in self.model.consumers(name)
                      if not self.is_derived(node) and (id(node), index) not in self._frozen]
@@ -163,7 +196,7 @@ class SpaceBuilder:
             elif name in outputs:
                 reason = f"its size is a graph output ('{name}')"
             if reason:
-                for tensor, axis in derived.sources:
+                for tensor, axis in sources:
                     self.pin(tensor, axis, reason)
 
     def is_weight(self, tensor: str) -> bool:
@@ -172,7 +205,7 @@ class SpaceBuilder:
     # ------------------------------------------------------------ layouts
 
     def tracked(self, tensor: str) -> dict[int, Layout]:
-        return {axis: layout for (name, axis), layout in self.layouts.items() if name == tensor}
+        return self.layouts.of(tensor)
 
     def layout(self, tensor: str, axis: int, node: onnx.NodeProto | None = None, create: bool = True) -> Layout | None:
         """The layout of an input axis; weights get fresh atoms, untracked activations pinned ones."""
@@ -262,11 +295,8 @@ class SpaceBuilder:
                 occurrences[atoms.find(leaf)].append(Member(tensor, axis, offset, self.is_weight(tensor)))
                 offset += atoms.size[leaf]
         pins: dict[int, list[Pin]] = defaultdict(list)
-        by_tensor: dict[str, list[tuple[int, Layout]]] = defaultdict(list)
-        for (tensor, axis), layout in self.layouts.items():
-            by_tensor[tensor].append((axis, layout))
         for tensor, axis, pin in self._pins:
-            for layout_axis, layout in by_tensor.get(tensor, []):
+            for layout_axis, layout in self.layouts.of(tensor).items():
                 if axis is None or axis == layout_axis:
                     for leaf in atoms.leaves(layout):
                         root = atoms.find(leaf)

@@ -16,16 +16,40 @@ import onnx
 
 from ..model import Model, TensorInfo
 
+_NO_SOURCES: frozenset = frozenset()
+_union_elements = np.frompyfunc(lambda a, b: a | b, 2, 1)
+
+
+def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    result = _union_elements(a, b)
+    if isinstance(result, frozenset):  # 0-d inputs give a bare element back
+        out = np.empty((), dtype=object)
+        out[()] = result
+        return out
+    return result
+
 
 @dataclass
 class ShapeValue:
     value: np.ndarray  # int64 (or bool), entries where `known` is False are meaningless
     known: np.ndarray  # bool, same shape
-    sources: frozenset[tuple[str, int]]  # (tensor, axis) sizes this value was computed from
+    # Per element, the (tensor, axis) sizes it was computed from: x.view(x.size(0), -1) reads the
+    # batch size only, and must not pin the channels of x.
+    sources: np.ndarray  # object array of frozensets, same shape
 
     @property
     def fully_known(self) -> bool:
         return bool(np.all(self.known))
+
+    @property
+    def all_sources(self) -> frozenset:
+        return frozenset().union(*self.sources.reshape(-1).tolist()) if self.sources.size else _NO_SOURCES
+
+
+def _sources_like(array: np.ndarray, sources: frozenset = _NO_SOURCES) -> np.ndarray:
+    out = np.empty(np.shape(array), dtype=object)
+    out.fill(sources)
+    return out
 
 
 def _attr(node: onnx.NodeProto, name: str, default=None):
@@ -71,7 +95,7 @@ class ShapeValues:
         if name and self.model.is_weight(name):
             array = self.model.weight(name)
             if array.dtype.kind in "iub" and array.size <= 64:
-                return ShapeValue(np.asarray(array), np.ones(array.shape, bool), frozenset())
+                return ShapeValue(np.asarray(array), np.ones(array.shape, bool), _sources_like(array))
         return None
 
     def _evaluate(self, node: onnx.NodeProto) -> None:
@@ -83,11 +107,15 @@ class ShapeValues:
         present = [value for value in inputs if value is not None]
         if not any(name in self.values for name in node.input) or len(present) != sum(1 for n in node.input if n):
             return
-        sources = frozenset().union(*(value.sources for value in present))
         result = self._compute(node, op, inputs)
         if result is not None:
-            value, known = result
-            self.values[node.output[0]] = ShapeValue(np.asarray(value), np.asarray(known, bool), sources)
+            value, known, sources = result
+            value = np.asarray(value)
+            if sources is None:  # an element-wise mix of everything: every element reads every source
+                sources = _sources_like(value, frozenset().union(*(v.all_sources for v in present)))
+            elif not isinstance(sources, np.ndarray):  # numpy hands single elements back bare
+                sources = _sources_like(value, sources)
+            self.values[node.output[0]] = ShapeValue(value, np.asarray(known, bool), sources)
 
     def _shape(self, node: onnx.NodeProto) -> None:
         info = self.shapes.get(node.input[0])
@@ -101,25 +129,35 @@ class ShapeValues:
         dims = info.shape[start:end]
         value = np.array([d if isinstance(d, int) else 0 for d in dims], np.int64)
         known = np.array([isinstance(d, int) for d in dims], bool)
-        sources = frozenset((node.input[0], axis) for axis in range(start, end))
+        sources = np.empty(len(dims), dtype=object)
+        for position, axis in enumerate(range(start, end)):
+            sources[position] = frozenset({(node.input[0], axis)})
         self.values[node.output[0]] = ShapeValue(value, known, sources)
 
     def _compute(self, node, op, inputs):
+        """(value, known, per-element sources or None for 'all of the inputs')."""
         first = inputs[0]
         if op in ("Identity", "Cast"):
             if op == "Cast" and _attr(node, "to") not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
                 return None
-            return first.value.astype(np.int64), first.known
+            return first.value.astype(np.int64), first.known, first.sources
         if op == "Gather":
             indices = inputs[1]
             if not indices.fully_known:
                 return None
             axis = _attr(node, "axis", 0)
-            return (np.take(first.value, indices.value, axis=axis), np.take(first.known, indices.value, axis=axis))
+            pick = indices.value
+            return (np.take(first.value, pick, axis=axis), np.take(first.known, pick, axis=axis),
+                    np.take(first.sources, pick, axis=axis))
         if op == "Concat":
             axis = _attr(node, "axis", 0)
-            return (np.concatenate([v.value.reshape(-1) if v.value.ndim == 0 else v.value for v in inputs], axis),
-                    np.concatenate([v.known.reshape(-1) if v.known.ndim == 0 else v.known for v in inputs], axis))
+
+            def flat(array):
+                return array.reshape(-1) if array.ndim == 0 else array
+
+            return (np.concatenate([flat(v.value) for v in inputs], axis),
+                    np.concatenate([flat(v.known) for v in inputs], axis),
+                    np.concatenate([flat(v.sources) for v in inputs], axis))
         if op in ("Unsqueeze", "Squeeze", "Reshape"):
             return self._reshape(node, op, inputs)
         if op == "Slice":
@@ -128,21 +166,22 @@ class ShapeValues:
             start, end = int(inputs[1].value.reshape(-1)[0]), int(inputs[2].value.reshape(-1)[0])
             step = int(inputs[4].value.reshape(-1)[0]) if len(inputs) > 4 and inputs[4] is not None else 1
             picked = slice(start, end, step)
-            return first.value[picked], first.known[picked]
+            return first.value[picked], first.known[picked], first.sources[picked]
         if op in _BINARY or op == "Div":
             a, b = inputs[0], inputs[1]
             if op == "Div":
                 value = _int_div(a.value, b.value) if a.value.dtype.kind in "iu" else a.value / b.value
             else:
                 value = _BINARY[op](a.value, b.value)
-            return value, np.logical_and(a.known, b.known)
+            return value, np.logical_and(a.known, b.known), _union(a.sources, b.sources)
         if op in ("Neg", "Abs"):
-            return (np.negative if op == "Neg" else np.abs)(first.value), first.known
+            return (np.negative if op == "Neg" else np.abs)(first.value), first.known, first.sources
         if op == "Where":
             cond, a, b = inputs
-            return np.where(cond.value, a.value, b.value), cond.known & a.known & b.known
+            return (np.where(cond.value, a.value, b.value), cond.known & a.known & b.known,
+                    _union(_union(cond.sources, a.sources), b.sources))
         if op == "ReduceProd" and _attr(node, "keepdims", 1) == 0 and len(inputs) == 1:
-            return np.prod(first.value), np.all(first.known)
+            return np.prod(first.value), np.all(first.known), None
         return None
 
     def _reshape(self, node, op, inputs):
@@ -152,11 +191,13 @@ class ShapeValues:
             if not target.fully_known:
                 return None
             shape = tuple(int(d) for d in target.value)
-            return first.value.reshape(shape), first.known.reshape(shape)
+            return first.value.reshape(shape), first.known.reshape(shape), first.sources.reshape(shape)
         axes = _attr(node, "axes")
         if axes is None and len(inputs) > 1 and inputs[1] is not None:
             axes = [int(a) for a in inputs[1].value.reshape(-1)]
         if op == "Unsqueeze":
-            return np.expand_dims(first.value, tuple(axes)), np.expand_dims(first.known, tuple(axes))
+            axes = tuple(axes)
+            return (np.expand_dims(first.value, axes), np.expand_dims(first.known, axes),
+                    np.expand_dims(first.sources, axes))
         axes = tuple(axes) if axes else None
-        return np.squeeze(first.value, axes), np.squeeze(first.known, axes)
+        return np.squeeze(first.value, axes), np.squeeze(first.known, axes), np.squeeze(first.sources, axes)

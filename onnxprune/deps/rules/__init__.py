@@ -7,7 +7,7 @@ An op with no rule pins every tensor it touches: unknown semantics are never gue
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import onnx
 

@@ -81,7 +81,7 @@ def split(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
             return
         remove_attr(node, "num_outputs")
         if opset(builder) >= 13:
-            builder.model.set_node_input_constant(node, 1, np.array(new_sizes, np.int64), f"{node.name}_split")
+            builder.write_param(node, 1, new_sizes, f"{node.name}_split")
         else:
             set_ints_attr(node, "split", new_sizes)
 
@@ -132,9 +132,9 @@ def slice_(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
             new_starts[position] = new_start
             new_ends[position] = new_start + (end - start) - int(np.sum((removed >= start) & (removed < end)))
         if new_starts != starts:
-            builder.model.set_node_input_constant(node, 1, np.array(new_starts, np.int64), f"{node.name}_starts")
+            builder.write_param(node, 1, new_starts, f"{node.name}_starts")
         if new_ends != ends:
-            builder.model.set_node_input_constant(node, 2, np.array(new_ends, np.int64), f"{node.name}_ends")
+            builder.write_param(node, 2, new_ends, f"{node.name}_ends")
 
     builder.add_fixup(fix)
 
@@ -164,13 +164,26 @@ def squeeze(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
     x, rank = node.input[0], builder.rank(node.input[0])
     axes = _axes_of(builder, node)
     dims = builder.dims(x)
+    if not builder.tracked(x):
+        return
     if rank is None or axes is None or (not axes and (dims is None or any(not isinstance(d, int) for d in dims))):
-        if builder.tracked(x):
-            builder.pin_node(node, "Squeeze with unknown axes")
+        builder.pin_node(node, "Squeeze with unknown axes")
         return
     removed = {norm_axis(a, rank) for a in axes} if axes else {i for i, d in enumerate(dims) if d == 1}
     forward(builder, node, x, node.output[0],
             lambda a: None if a in removed else a - sum(1 for r in removed if r < a), "squeezed channel axis")
+    if axes:
+        return
+
+    # Without axes Squeeze drops every size-1 axis, so a channel axis pruned down to one channel
+    # would vanish: spell the axes out.
+    def fix(removal: Removal) -> None:
+        if opset(builder) >= 13:
+            builder.write_param(node, 1, sorted(removed), f"{node.name}_axes")
+        else:
+            set_ints_attr(node, "axes", sorted(removed))
+
+    builder.add_fixup(fix)
 
 
 @rule("Unsqueeze")
@@ -237,34 +250,66 @@ def flatten(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
     forward(builder, node, x, node.output[0], target, "Flatten mixes the channel axis with spatial dims")
 
 
+def _resolve_minus_one(in_dims, out_dims, target) -> tuple:
+    """Shape inference leaves a -1 next to a symbolic batch unknown; work it out from the total."""
+    if -1 not in target or len(target) != len(out_dims):
+        return tuple(out_dims)
+    position = target.index(-1)
+    if isinstance(out_dims[position], int):
+        return tuple(out_dims)
+    total = _product(in_dims)
+    rest = _product([d for i, d in enumerate(out_dims) if i != position])
+    if total is None or rest is None or rest[0] == 0 or total[0] % rest[0]:
+        return tuple(out_dims)
+    symbols = list(total[1])
+    for symbol in rest[1]:
+        if symbol not in symbols:
+            return tuple(out_dims)
+        symbols.remove(symbol)
+    if symbols:
+        return tuple(out_dims)
+    resolved = list(out_dims)
+    resolved[position] = total[0] // rest[0]
+    return tuple(resolved)
+
+
 @rule("Reshape")
 def reshape(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
-    x, shape_name, out = node.input[0], node.input[1], node.output[0]
+    x, out = node.input[0], node.output[0]
     if not builder.tracked(x):
         return
-    target = builder.param(node, 1)
+    # Entries known only at run time (x.view(x.size(0), -1) reads the batch) are fine where the
+    # channel axis is not: they are recomputed from unpruned sizes.
+    target = builder.partial_param(node, 1)
     in_dims, out_dims = builder.dims(x), builder.dims(out)
     if target is None or in_dims is None or out_dims is None:
         builder.pin_node(node, "Reshape with a run-time or unknown shape")
         return
+    out_dims = _resolve_minus_one(in_dims, out_dims, target)
     mapping: dict[int, int] = {}
     for axis in builder.tracked(x):
         match = _matching_axis(in_dims, out_dims, axis)
-        if match is not None and target[match] in (in_dims[axis], -1) and target.count(-1) <= 1:
+        if match is None or target[match] is None:
+            continue
+        if target[match] in (in_dims[axis], -1) and target.count(-1) <= 1:
             mapping[axis] = match
-        elif match is not None and target[match] == 0 and match == axis and not attr(node, "allowzero", 0):
+        elif target[match] == 0 and match == axis and not attr(node, "allowzero", 0):
             mapping[axis] = match
-    forward(builder, node, x, out, mapping.get, "Reshape merges or splits the channel axis")
     literal = {axis: out_axis for axis, out_axis in mapping.items() if target[out_axis] > 0}
+    if literal and builder.param(node, 1) is None:
+        mapping = {axis: out_axis for axis, out_axis in mapping.items() if axis not in literal}
+        literal = {}
+    forward(builder, node, x, out, mapping.get, "Reshape merges or splits the channel axis")
     if not literal:
         return
+    known_target = [int(v) for v in target]
 
     def fix(removal: Removal) -> None:
-        new_target = list(target)
+        new_target = list(known_target)
         for axis, out_axis in literal.items():
-            new_target[out_axis] = target[out_axis] - removal.count(x, axis)
-        if new_target != target:
-            builder.model.set_node_input_constant(node, 1, np.array(new_target, np.int64), f"{node.name}_shape")
+            new_target[out_axis] = known_target[out_axis] - removal.count(x, axis)
+        if new_target != known_target:
+            builder.write_param(node, 1, new_target, f"{node.name}_shape")
 
     builder.add_fixup(fix)
 

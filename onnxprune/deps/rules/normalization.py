@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 
 from ..builder import Removal, SpaceBuilder
@@ -128,7 +127,7 @@ def resize(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
     def fix(removal: Removal) -> None:
         new_sizes = [size - (removal.count(x, axis) if axis in passes else 0) for axis, size in enumerate(sizes)]
         if new_sizes != sizes:
-            builder.model.set_node_input_constant(node, 3, np.array(new_sizes, np.int64), f"{node.name}_sizes")
+            builder.write_param(node, 3, new_sizes, f"{node.name}_sizes")
 
     builder.add_fixup(fix)
 
