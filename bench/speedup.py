@@ -52,8 +52,8 @@ def _stats(path: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
             "flops_by_op": stats["flops_by_op"], "flops_unknown_nodes": stats["flops_unknown_nodes"]}
 
 
-def _session(path: Path, spinning: bool):
-    """An ONNX Runtime CPU session with default threads; intra-op spinning off unless `spinning`.
+def _session(path: Path, spinning: bool, threads: int | None = None):
+    """An ONNX Runtime CPU session (default threads unless `threads`); intra-op spinning off unless `spinning`.
 
     Spinning (ORT's default) keeps a session's pool threads busy-waiting for a while after each run.
     With three sessions run in alternation on a few cores, one session's spinning threads steal the
@@ -66,6 +66,8 @@ def _session(path: Path, spinning: bool):
     options.log_severity_level = 3
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
@@ -94,7 +96,7 @@ def measure(name: str, source: Path, input_name: str, feed, work: Path, args, lo
         prune_info[label] = _prune(source, target, round_to, shapes)
         variants[label] = target
     stats = {label: _stats(path, shapes) for label, path in variants.items()}
-    sessions = {label: _session(path, args.spinning) for label, path in variants.items()}
+    sessions = {label: _session(path, args.spinning, args.threads) for label, path in variants.items()}
     feeds = {label: {input_name: feed} for label in sessions}
     runs, round_s = _runs_for(sessions, feeds, args.seconds, args.min_runs, args.max_runs)
     warmup = max(args.warmup, min(50, runs // 10))
@@ -187,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10, help="fewest untimed runs per model (default 10)")
     parser.add_argument("--spinning", action="store_true",
                         help="leave ONNX Runtime's intra-op spinning on (its default; off here, see README)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="ONNX Runtime intra-op threads (default: ORT's, one per physical core)")
     parser.add_argument("--round-to", type=_round_list, default=ROUND_TO, metavar="N,N",
                         help="--round-to values to prune with (default 1,8)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results/")
@@ -236,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "round_to": list(args.round_to),
         "targets": {"efficiency_min": EFFICIENCY_TARGET},
         "machine": machine_facts(),
-        "session": {"provider": "CPUExecutionProvider", "intra_op_num_threads": "default (0)",
+        "session": {"provider": "CPUExecutionProvider", "intra_op_num_threads": args.threads or "default (0)",
                     "allow_spinning": args.spinning, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")},
         "batches": {case["model"]: case["input_shape"][0] for case in cases},
         "synthetic": synthetic_info,

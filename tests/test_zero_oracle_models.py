@@ -11,9 +11,10 @@ import models
 from onnxprune import Model, PruneOptions, build_channel_graph, prune
 
 CASES = [(name, exporter) for name in models.NAMES for exporter in models.EXPORTERS]
+CONV_NETS = ("resnet", "mobile", "yolo")
 
 
-def _prune_zeroed(path, tmp_path, plan_ratio, seed, global_ranking):
+def _prune_zeroed(path, tmp_path, plan_ratio, seed, global_ranking, criterion="l1"):
     model = Model.load(path)
     plan = choose_channels(model, plan_ratio, seed)
     assert plan, "the model must have prunable channel spaces"
@@ -25,9 +26,11 @@ def _prune_zeroed(path, tmp_path, plan_ratio, seed, global_ranking):
         total = sum(space.size for space in build_channel_graph(model).prunable)
         ratio = sum(len(indices) for indices in plan.values()) / total
     out = tmp_path / "pruned.onnx"
-    report = prune(zeroed, out, PruneOptions(structured=ratio, global_ranking=global_ranking, validate=False))
+    options = PruneOptions(structured=ratio, global_ranking=global_ranking, validate=False, criterion=criterion)
+    report = prune(zeroed, out, options)
     removed = {space["id"]: space["removed"] for space in report["spaces"] if space["removed"]}
-    assert removed == {space: [int(i) for i in indices] for space, indices in plan.items()}
+    unscored = set(report.get("spaces_without_batchnorm", []))  # bn-scale leaves spaces without BN alone
+    assert removed == {space: [int(i) for i in indices] for space, indices in plan.items() if space not in unscored}
     feed = random_feed(model, seed)
     assert max_relative_error(run(zeroed, feed), run(out, feed)) < 1e-5
     check_valid(out)
@@ -44,6 +47,20 @@ def test_uniform_ratio_removes_exactly_the_dead_channels(zoo, tmp_path, name, ex
 def test_global_ranking_with_random_ratios(zoo, tmp_path, name, exporter):
     for seed in (1, 2):
         _prune_zeroed(zoo(name, exporter), tmp_path, None, seed=seed, global_ranking=True)
+
+
+@pytest.mark.parametrize("exporter", models.EXPORTERS)
+@pytest.mark.parametrize("name", CONV_NETS)
+def test_batchnorm_kept_unfolded(zoo, tmp_path, name, exporter):
+    """With BatchNormalization nodes in the graph: BN parameters are members and get sliced."""
+    path = zoo(name, exporter, keep_bn=True)
+    graph = build_channel_graph(Model.load(path))
+    bn_scales = [n.input[1] for n in graph.model.graph.node if n.op_type == "BatchNormalization"]
+    assert bn_scales
+    in_prunable = {m.tensor for space in graph.prunable for m in space.weight_members}
+    assert set(bn_scales) <= in_prunable, "every BatchNorm of these nets sits in a prunable space"
+    _prune_zeroed(path, tmp_path, 0.4, seed=3, global_ranking=False)
+    _prune_zeroed(path, tmp_path, 0.4, seed=4, global_ranking=False, criterion="bn-scale")
 
 
 @pytest.mark.parametrize("name", models.NAMES)

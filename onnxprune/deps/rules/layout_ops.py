@@ -296,20 +296,55 @@ def reshape(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
         elif target[match] == 0 and match == axis and not attr(node, "allowzero", 0):
             mapping[axis] = match
     literal = {axis: out_axis for axis, out_axis in mapping.items() if target[out_axis] > 0}
-    if literal and builder.param(node, 1) is None:
-        mapping = {axis: out_axis for axis, out_axis in mapping.items() if axis not in literal}
-        literal = {}
-    forward(builder, node, x, out, mapping.get, "Reshape merges or splits the channel axis")
     if not literal:
-        return
-    known_target = [int(v) for v in target]
+        forward(builder, node, x, out, mapping.get, "Reshape merges or splits the channel axis")
+    elif builder.param(node, 1) is not None:
+        forward(builder, node, x, out, mapping.get, "Reshape merges or splits the channel axis")
+        _fix_whole_target(builder, node, x, [int(v) for v in target], literal)
+    else:
+        # The target mixes run-time entries (the batch) with constants: torch's view(b, C) exports as
+        # Concat(batch, [C]). Rewrite the constant that holds C, if it is one.
+        slots = {axis: _concat_constant_slot(builder, node.input[1], out_axis) for axis, out_axis in literal.items()}
+        mapping = {axis: out_axis for axis, out_axis in mapping.items() if axis not in literal or slots[axis]}
+        forward(builder, node, x, out, mapping.get, "Reshape merges or splits the channel axis")
+        _fix_concat_constants(builder, x, {axis: slot for axis, slot in slots.items() if slot})
 
+
+def _fix_whole_target(builder: SpaceBuilder, node: onnx.NodeProto, x: str, target: list[int], literal) -> None:
     def fix(removal: Removal) -> None:
-        new_target = list(known_target)
+        new_target = list(target)
         for axis, out_axis in literal.items():
-            new_target[out_axis] = known_target[out_axis] - removal.count(x, axis)
-        if new_target != known_target:
+            new_target[out_axis] = target[out_axis] - removal.count(x, axis)
+        if new_target != target:
             builder.write_param(node, 1, new_target, f"{node.name}_shape")
+
+    builder.add_fixup(fix)
+
+
+def _concat_constant_slot(builder: SpaceBuilder, name: str, position: int):
+    """(Concat node, input index, element) of a shape entry that a Concat takes from a constant."""
+    producer = builder.model.producer(name)
+    if producer is None or producer.op_type != "Concat" or int(attr(producer, "axis", 0)) not in (0, -1):
+        return None
+    if len(builder.model.consumers(name)) != 1:
+        return None  # a target shared by several Reshapes would be rewritten once per Reshape
+    offset = 0
+    for index, part in enumerate(producer.input):
+        size = builder.dim(part, 0) if builder.rank(part) == 1 else None
+        if size is None:
+            return None
+        if offset <= position < offset + size:
+            return (producer, index, position - offset) if builder.is_weight(part) else None
+        offset += size
+    return None
+
+
+def _fix_concat_constants(builder: SpaceBuilder, x: str, slots) -> None:
+    def fix(removal: Removal) -> None:
+        for axis, (concat, index, element) in slots.items():
+            values = [int(v) for v in builder.model.weight(concat.input[index]).reshape(-1)]
+            values[element] -= removal.count(x, axis)
+            builder.write_param(concat, index, values, f"{concat.name}_shape")
 
     builder.add_fixup(fix)
 
