@@ -48,14 +48,20 @@ def summary(report: dict[str, Any]) -> str:
 
 
 def inspect_table(spaces: list[dict[str, Any]], verbose: bool = False) -> str:
-    lines = [f"{'id':>4} {'size':>5}  {'status':8} space"]
+    lines = [f"{'id':>4} {'size':>5}  {'status':8} {'layers':>6}  space"]
     for space in spaces:
         status = "prunable" if space["prunable"] else "pinned"
-        lines.append(f"{space['id']:>4} {space['size']:>5}  {status:8} {space['label']}")
+        lines.append(f"{space['id']:>4} {space['size']:>5}  {status:8} {len(space['nodes']):>6}  {space['label']}")
+        if len(space["nodes"]) > 2 or verbose:  # more than a producer and its consumer
+            shown = space["nodes"] if verbose else space["nodes"][:4]
+            more = len(space["nodes"]) - len(shown)
+            lines.append(f"{'':27}coupled: {', '.join(shown)}{f' (+{more} more)' if more else ''}")
         for pin in space["pinned_by"][: None if verbose else 1]:
-            lines.append(f"{'':20}pinned by: {pin}")
+            lines.append(f"{'':27}pinned by: {pin}")
         if verbose:
             for member in space["members"]:
                 kind = "weight" if member["weight"] else "tensor"
-                lines.append(f"{'':20}{kind} {member['tensor']} axis {member['axis']} @ {member['offset']}")
+                lines.append(f"{'':27}{kind} {member['tensor']} axis {member['axis']} @ {member['offset']}")
+    prunable = sum(1 for space in spaces if space["prunable"])
+    lines.append(f"{len(spaces)} channel spaces: {prunable} prunable, {len(spaces) - prunable} pinned")
     return "\n".join(lines)

@@ -326,12 +326,22 @@ class SpaceBuilder:
         return names
 
     def _label(self, space: ChannelSpace) -> str:
+        """Name a space after the layer that produces it (or else consumes it), with the channel range
+        when it is only part of that layer's channels (a Split half, a Concat slice)."""
+        produced = consumed = None
         for member in space.weight_members:
+            full = self.model.weights[member.tensor].shape[member.axis]
+            where = "" if full == space.size else f" [{member.offset}:{member.offset + space.size}]"
             for node, index in self.model.consumers(member.tensor):
-                if index == 1 and member.axis == 0 and node.op_type in ("Conv", "Gemm"):
-                    return f"{node.op_type} '{node.name or node.output[0]}' output channels"
-                if index == 1 and node.op_type == "MatMul" and member.axis == 1:
-                    return f"MatMul '{node.name or node.output[0]}' output features"
+                name = f"{node.op_type} '{node.name or node.output[0]}'"
+                output_axis = {"Conv": 0, "Gemm": 0, "ConvTranspose": 1, "MatMul": 1}.get(node.op_type)
+                if index == 1 and member.axis == output_axis and produced is None:
+                    kind = "output features" if node.op_type in ("Gemm", "MatMul") else "output channels"
+                    produced = f"{name} {kind}{where}"
+                elif index == 1 and consumed is None:
+                    consumed = f"{name} input channels{where}"
+        if produced or consumed:
+            return produced or consumed
         first = space.weight_members[0]
         return f"'{first.tensor}' axis {first.axis}"
 
