@@ -283,7 +283,7 @@ def test_gemm_trans_b_and_bias_shapes(tmp_path):
     proto = g.model()
     graph = channel_graph(proto)
     assert prunable(graph, "g1_W", 0, 8, members={("g1_W", 0, 0), ("g1_C", 0, 0), ("g2_W", 0, 0)}).label == (
-        "Gemm 'g1' output channels")
+        "Gemm 'g1' output features")
     prunable(graph, "g2_W", 1, 6, members={("g2_W", 1, 0), ("g2_C", 1, 0), ("g3_W", 1, 0)})
     pinned(graph, "g1_W", 1, "graph input")
     pinned(graph, "g3_W", 0, "graph output")
