@@ -1,7 +1,7 @@
 """Realized ONNX Runtime CPU speedup of pruned models against their FLOPs reduction.
 
     python -m bench.speedup [--models resnet,yolo,...] [--skip-synthetic] [--min-runs 50] [--seconds 8]
-                            [--batch NAME=B ...] [--round-to 1,8] [--spinning]
+                            [--batch NAME=B ...] [--round-to 1,8,16] [--spinning]
 
 For every net in models/ (torchscript export) and a mid-size synthetic conv stack (bench/synthetic.py,
 about 64 MB, 256 channels at 28x28, so convolution compute dominates), prune at --structured 0.4 with
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 STRUCTURED = 0.4
-ROUND_TO = (1, 8)
+ROUND_TO = (1, 8, 16)
 EFFICIENCY_TARGET = 0.9
 # Batches at which compute, not per-node overhead, dominates each net's run (about 5-15 ms for the
 # original on a 2-core AVX-512 machine; the nets are small, 64x64 inputs or 64 features).
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="ONNX Runtime intra-op threads (default: ORT's, one per physical core)")
     parser.add_argument("--round-to", type=_round_list, default=ROUND_TO, metavar="N,N",
-                        help="--round-to values to prune with (default 1,8)")
+                        help="--round-to values to prune with (default 1,8,16)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results/")
     args = parser.parse_args(argv)
     if args.min_runs < 1 or args.max_runs < args.min_runs or args.warmup < 0:

@@ -12,11 +12,12 @@ from onnxprune.pipeline import Context
 _STATISTICS = {("BatchNormalization", 3), ("BatchNormalization", 4)}
 
 
-def member_slices(model: Model, member: Member, size: int) -> np.ndarray:
-    """The member's channels as rows: [size, everything else], in float32."""
+def member_block(model: Model, member: Member, size: int) -> np.ndarray:
+    """The member's channels [offset, offset + size) along its axis, as a view (no copy)."""
     weight = model.weight(member.tensor)
-    block = np.take(weight, np.arange(member.offset, member.offset + size), axis=member.axis)
-    return np.moveaxis(block, member.axis, 0).reshape(size, -1).astype(np.float32, copy=False)
+    index = [slice(None)] * weight.ndim
+    index[member.axis] = slice(member.offset, member.offset + size)
+    return weight[tuple(index)]
 
 
 def is_statistic(model: Model, tensor: str) -> bool:
@@ -28,11 +29,10 @@ def group_norm(model: Model, space: ChannelSpace, p: int) -> np.ndarray:
     for member in space.weight_members:
         if is_statistic(model, member.tensor) or model.weight(member.tensor).dtype.kind != "f":
             continue
-        rows = member_slices(model, member, space.size)
-        if p == 1:
-            total += np.abs(rows).sum(axis=1, dtype=np.float64)
-        else:
-            total += np.square(rows, dtype=np.float64).sum(axis=1)
+        block = member_block(model, member, space.size)
+        others = tuple(axis for axis in range(block.ndim) if axis != member.axis)
+        magnitude = np.abs(block) if p == 1 else np.square(block, dtype=np.float64)
+        total += magnitude.sum(axis=others, dtype=np.float64)
     return total if p == 1 else np.sqrt(total)
 
 
@@ -65,7 +65,7 @@ class BatchNormScale:
             for member in space.weight_members:
                 consumers = model.consumers(member.tensor)
                 if any(node.op_type == "BatchNormalization" and index == 1 for node, index in consumers):
-                    total += np.abs(member_slices(model, member, space.size)[:, 0])
+                    total += np.abs(member_block(model, member, space.size)).astype(np.float64)
                     found = True
             if found:
                 context.scores[space.id] = total
