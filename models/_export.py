@@ -13,6 +13,7 @@ import warnings
 from . import OPSETS
 
 BATCH = "batch"
+SEQ = "seq"
 
 
 @contextlib.contextmanager
@@ -41,7 +42,9 @@ def _quiet():
 
 def export(module, example, input_names, output_names, exporter: str,
            path: str | os.PathLike, *, dynamic_batch: bool = True,
-           opset: int | None = None, fold_bn: bool = True) -> pathlib.Path:
+           opset: int | None = None, fold_bn: bool = True,
+           axes: dict[str, dict[int, str]] | None = None,
+           dim_max: dict[str, int] | None = None) -> pathlib.Path:
     """Write ``module`` to ``path`` as one .onnx file (weights embedded) and return the path.
 
     ``example`` is a tuple of torch tensors. With ``dynamic_batch`` dim 0 of every input and
@@ -53,6 +56,11 @@ def export(module, example, input_names, output_names, exporter: str,
     ``fold_bn=False`` BatchNormalization nodes are kept: torchscript exports with
     TrainingMode.PRESERVE (the module is in eval mode, so BN is inference-mode); dynamo
     skips the default optimizer and only folds constants and lifts them to initializers.
+
+    ``axes`` adds symbolic dims besides the batch: ``{tensor name: {axis: dim name}}`` for
+    inputs and outputs (torchscript's ``dynamic_axes``; dynamo gets one ``torch.export.Dim``
+    per dim name, shared by every input that has it, bounded by ``dim_max[dim name]``, and
+    derives the outputs' dims itself). The example size of such a dim must be >= 2.
     """
     import torch
 
@@ -62,16 +70,27 @@ def export(module, example, input_names, output_names, exporter: str,
     common = dict(input_names=list(input_names), output_names=list(output_names),
                   opset_version=opset)
     with _quiet(), torch.no_grad():
+        names = [*input_names, *output_names]
+        dims = {n: ({0: BATCH} if dynamic_batch else {}) | dict((axes or {}).get(n, {}))
+                for n in names}
         if exporter == "torchscript":
-            axes = ({n: {0: BATCH} for n in [*input_names, *output_names]}
-                    if dynamic_batch else None)
+            axes = {n: d for n, d in dims.items() if d} or None
             training = (torch.onnx.TrainingMode.EVAL if fold_bn
                         else torch.onnx.TrainingMode.PRESERVE)
             torch.onnx.export(module, example, str(path), dynamo=False, dynamic_axes=axes,
                               do_constant_folding=True, training=training, **common)
         elif exporter == "dynamo":
-            shapes = (tuple({0: torch.export.Dim(BATCH)} for _ in example)
-                      if dynamic_batch else None)
+            made = {}
+
+            def dim(dim_name):
+                if dim_name not in made:
+                    bound = (dim_max or {}).get(dim_name)
+                    made[dim_name] = (torch.export.Dim(dim_name, max=bound) if bound
+                                      else torch.export.Dim(dim_name))
+                return made[dim_name]
+
+            shapes = tuple({a: dim(d) for a, d in dims[n].items()} for n in input_names)
+            shapes = shapes if any(shapes) else None
             program = torch.onnx.export(module, example, dynamo=True, dynamic_shapes=shapes,
                                         optimize=fold_bn, verbose=False, **common)
             if not fold_bn:

@@ -13,11 +13,16 @@ _STATISTICS = {("BatchNormalization", 3), ("BatchNormalization", 4)}
 
 
 def member_block(model: Model, member: Member, size: int) -> np.ndarray:
-    """The member's channels [offset, offset + size) along its axis, as a view (no copy)."""
+    """The member's part of its axis (size * block entries from offset), as a view (no copy)."""
     weight = model.weight(member.tensor)
     index = [slice(None)] * weight.ndim
-    index[member.axis] = slice(member.offset, member.offset + size)
+    index[member.axis] = slice(member.offset, member.offset + size * member.block)
     return weight[tuple(index)]
+
+
+def per_channel(values: np.ndarray, member: Member, size: int) -> np.ndarray:
+    """Sum per-entry values along the member's axis into one value per space channel."""
+    return values.reshape(size, member.block).sum(axis=1)
 
 
 def is_statistic(model: Model, tensor: str) -> bool:
@@ -32,7 +37,7 @@ def group_norm(model: Model, space: ChannelSpace, p: int) -> np.ndarray:
         block = member_block(model, member, space.size)
         others = tuple(axis for axis in range(block.ndim) if axis != member.axis)
         magnitude = np.abs(block) if p == 1 else np.square(block, dtype=np.float64)
-        total += magnitude.sum(axis=others, dtype=np.float64)
+        total += per_channel(magnitude.sum(axis=others, dtype=np.float64), member, space.size)
     return total if p == 1 else np.sqrt(total)
 
 
@@ -65,7 +70,8 @@ class BatchNormScale:
             for member in space.weight_members:
                 consumers = model.consumers(member.tensor)
                 if any(node.op_type == "BatchNormalization" and index == 1 for node, index in consumers):
-                    total += np.abs(member_block(model, member, space.size)).astype(np.float64)
+                    total += per_channel(np.abs(member_block(model, member, space.size)).astype(np.float64),
+                                         member, space.size)
                     found = True
             if found:
                 context.scores[space.id] = total

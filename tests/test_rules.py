@@ -859,12 +859,19 @@ def test_flatten_after_global_pool_into_gemm(tmp_path):
     zero_oracle(proto, tmp_path)
 
 
-def test_flatten_over_spatial_dims_pins(tmp_path):
+def test_flatten_over_spatial_dims_keeps_channel_blocks(tmp_path):
+    """Flatten of [1, 8, 4, 4] at axis 1: NCHW order makes each channel a block of 16 features."""
     proto = _head(lambda g, t: g.op("Flatten", [t], name="flat"), spatial=4)
-    graph = channel_graph(proto)
-    pinned(graph, "conv1_W", 0, "Flatten mixes the channel axis", "flat")
-    pinned(graph, "fc_W", 1, "carries no tracked channels")
-    zero_oracle(proto, tmp_path, expect_pruned=False, runs=QUICK_RUNS[:1])
+    space = prunable(channel_graph(proto), "conv1_W", 0, 8)
+    assert {(m.tensor, m.block) for m in space.weight_members if m.tensor == "fc_W"} == {("fc_W", 16)}
+    zero_oracle(proto, tmp_path)
+
+
+def test_flatten_of_channels_with_batch_pins(tmp_path):
+    """Flatten at axis 2 of [N, 8, 4, 4] with a symbolic N: the channel axis merges with the batch."""
+    proto = _head(lambda g, t: g.op("Reshape", [g.op("Flatten", [t], name="flat", axis=2),
+                                                g.ints([-1, 128], "back")]), spatial=4, batch="N")
+    pinned(channel_graph(proto), "conv1_W", 0, "Flatten mixes this axis", "flat")
 
 
 @pytest.mark.parametrize("target", [[1, 8], [1, -1], [-1, 8], [0, 8]])
@@ -913,9 +920,12 @@ def test_reshape_with_target_from_shape_and_dynamic_batch(tmp_path):
     zero_oracle(proto, tmp_path)
 
 
-def test_reshape_merging_channels_with_spatial_pins(tmp_path):
+def test_reshape_merging_channels_with_spatial_keeps_channel_blocks(tmp_path):
+    """[1, 8, 4, 4] -> [1, 128]: channel c is the block c*16..c*16+15 of the flat axis."""
     proto = _head(lambda g, t: g.op("Reshape", [t, g.ints([1, 128], "target")], name="reshape"), spatial=4)
-    pinned(channel_graph(proto), "conv1_W", 0, "Reshape merges or splits", "reshape")
+    space = prunable(channel_graph(proto), "conv1_W", 0, 8)
+    assert {(m.tensor, m.axis, m.block) for m in space.weight_members if m.tensor == "fc_W"} == {("fc_W", 1, 16)}
+    zero_oracle(proto, tmp_path)
 
 
 def test_reshape_keeping_channels_between_spatial(tmp_path):
@@ -1294,12 +1304,15 @@ def test_flatten_axis_variants(tmp_path, axis, then):
     zero_oracle(proto, tmp_path)
 
 
-def test_flatten_axis0_with_batch_pins():
+def test_flatten_axis0_with_static_batch_repeats_the_channels(tmp_path):
+    """[2, 8, 1, 1] flattened at axis 0 is [1, 16]: channel c sits at columns c and 8 + c."""
     g = GraphBuilder()
     x = g.input([2, 3, 8, 8])
     flat = g.op("Flatten", [g.op("GlobalAveragePool", [g.conv(x, 3, 8, name="conv1")])], name="flat", axis=0)
     g.output(g.op("Gemm", [flat, g.weight((5, 16), "fc_W")], name="fc", transB=1))
-    pinned(channel_graph(g.model()), "conv1_W", 0, "Flatten mixes", "flat")
+    space = prunable(channel_graph(g.model()), "conv1_W", 0, 8)
+    assert {(m.offset, m.block) for m in space.weight_members if m.tensor == "fc_W"} == {(0, 1), (8, 1)}
+    zero_oracle(g.model(), tmp_path)
 
 
 NORMALIZING = {

@@ -16,12 +16,20 @@ from .shape_values import ShapeValues
 
 @dataclass(frozen=True)
 class Member:
-    """Channels [offset, offset + space size) of `axis` of `tensor` belong to the space."""
+    """Channel i of the space is channels [offset + i*block, offset + (i+1)*block) of `axis` of `tensor`.
+
+    block is 1 for plain channels, the head size for an attention head space."""
 
     tensor: str
     axis: int
     offset: int
     is_weight: bool
+    block: int = 1
+
+    def indices(self, channels: np.ndarray) -> np.ndarray:
+        """Positions on the member's axis of the given space channels."""
+        channels = np.asarray(channels, dtype=np.int64)
+        return (self.offset + channels[:, None] * self.block + np.arange(self.block)).reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,8 @@ class ChannelSpace:
             "pinned_by": [str(p) for p in self.pins],
             "nodes": self.nodes,
             "members": [
-                {"tensor": m.tensor, "axis": m.axis, "offset": m.offset, "weight": m.is_weight} for m in self.members
+                {"tensor": m.tensor, "axis": m.axis, "offset": m.offset, "block": m.block, "weight": m.is_weight}
+                for m in self.members
             ],
         }
 
@@ -217,7 +226,7 @@ class SpaceBuilder:
         size = self.dim(tensor, axis)
         if size is None or size <= 0:
             return None
-        layout = (self.atoms.new(size),)
+        layout = self.atoms.fresh(size)
         self.layouts[key] = layout
         if not self.is_weight(tensor):
             origin = self.model.producer(tensor)
@@ -256,7 +265,8 @@ class SpaceBuilder:
                 self.pin(tensor, axis, "an operand's size on this axis is unknown", node)
         return self.tie(layouts, node)
 
-    def sub_layout(self, layout: Layout, start: int, length: int) -> Layout:
+    def sub_layout(self, layout: Layout, start: int, length: int) -> Layout | None:
+        """Channels [start, start + length) of a layout; None when the cut would split a block."""
         return self.atoms.sub_layout(layout, start, length)
 
     def concat_layouts(self, layouts: list[Layout]) -> Layout:
@@ -291,14 +301,14 @@ class SpaceBuilder:
             if tensor.startswith("\0"):
                 continue
             offset = 0
-            for leaf in atoms.leaves(layout):
-                occurrences[atoms.find(leaf)].append(Member(tensor, axis, offset, self.is_weight(tensor)))
-                offset += atoms.size[leaf]
+            for leaf, block in atoms.leaves(layout):
+                occurrences[atoms.find(leaf)].append(Member(tensor, axis, offset, self.is_weight(tensor), block))
+                offset += atoms.size[leaf] * block
         pins: dict[int, list[Pin]] = defaultdict(list)
         for tensor, axis, pin in self._pins:
             for layout_axis, layout in self.layouts.of(tensor).items():
                 if axis is None or axis == layout_axis:
-                    for leaf in atoms.leaves(layout):
+                    for leaf, _ in atoms.leaves(layout):
                         root = atoms.find(leaf)
                         if pin not in pins[root]:
                             pins[root].append(pin)
@@ -307,7 +317,7 @@ class SpaceBuilder:
         for root, members in occurrences.items():
             if not any(m.is_weight for m in members):
                 continue  # only activations: nothing to slice, nothing to report
-            members.sort(key=lambda m: (not m.is_weight, m.tensor, m.axis, m.offset))
+            members.sort(key=lambda m: (not m.is_weight, m.tensor, m.axis, m.offset, m.block))
             space = ChannelSpace(len(spaces), atoms.size[root], members, pins.get(root, []))
             space.nodes = self._weight_nodes(members)
             space.label = self._label(space)
@@ -331,7 +341,10 @@ class SpaceBuilder:
         produced = consumed = None
         for member in space.weight_members:
             full = self.model.weights[member.tensor].shape[member.axis]
-            where = "" if full == space.size else f" [{member.offset}:{member.offset + space.size}]"
+            width = space.size * member.block
+            where = "" if full == width else f" [{member.offset}:{member.offset + width}]"
+            if member.block > 1:
+                where += f" in groups of {member.block}"
             for node, index in self.model.consumers(member.tensor):
                 name = f"{node.op_type} '{node.name or node.output[0]}'"
                 output_axis = {"Conv": 0, "Gemm": 0, "ConvTranspose": 1, "MatMul": 1}.get(node.op_type)
@@ -364,5 +377,5 @@ class SpaceBuilder:
                 continue
             assert space.prunable, f"space {space.id} is pinned"
             for member in space.members:
-                per_axis[(member.tensor, member.axis)].append(np.asarray(indices, dtype=np.int64) + member.offset)
+                per_axis[(member.tensor, member.axis)].append(member.indices(indices))
         return Removal({key: np.unique(np.concatenate(parts)) for key, parts in per_axis.items()})

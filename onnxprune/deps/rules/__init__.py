@@ -38,4 +38,4 @@ def apply_rule(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
     function(builder, node)
 
 
-from . import conv, elementwise, layout_ops, linear, normalization  # noqa: E402,F401  (registers rules)
+from . import conv, elementwise, layout_ops, linear, normalization, reshape  # noqa: E402,F401  (registers rules)

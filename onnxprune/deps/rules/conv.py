@@ -18,6 +18,9 @@ def _tie_groups(builder: SpaceBuilder, layout, group: int, node: onnx.NodeProto)
     """Split `layout` into `group` equal pieces and tie them: in-group index i leaves every group."""
     size = builder.atoms.total(layout) // group
     pieces = [builder.sub_layout(layout, index * size, size) for index in range(group)]
+    if any(piece is None for piece in pieces):
+        builder.pin_layout(layout, "grouped Conv groups cut through coupled channel blocks", node)
+        return None
     builder.tie(pieces, node)
     return pieces[0]
 
@@ -44,7 +47,8 @@ def conv(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
         if x_layout is None or builder.atoms.total(x_layout) != in_per_group * group:
             builder.pin_node(node, "grouped Conv whose input channel count is unknown")
             return
-        builder.tie([_tie_groups(builder, x_layout, group, node), builder.layout(weight, 1, node)], node)
+        in_piece = _tie_groups(builder, x_layout, group, node)
+        builder.tie([in_piece, builder.layout(weight, 1, node)], node)
         out_layout = builder.layout(weight, 0, node)
         _tie_groups(builder, out_layout, group, node)
         if bias:

@@ -1,5 +1,4 @@
-"""Ops that move, join, cut or reshape axes: Concat, Split, Slice, Transpose, (Un)Squeeze, Flatten,
-Reshape, Shape."""
+"""Ops that move, join or cut axes: Concat, Split, Slice, Transpose, (Un)Squeeze, Shape."""
 
 from __future__ import annotations
 
@@ -72,7 +71,11 @@ def split(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
     offset = 0
     for output, size in zip(node.output, sizes):
         if size:
-            builder.set_output(output, axis, builder.sub_layout(layout, offset, size))
+            part = builder.sub_layout(layout, offset, size)
+            if part is None:
+                builder.pin(x, axis, "Split cuts through a block of coupled channels (an attention head?)", node)
+                return
+            builder.set_output(output, axis, part)
         offset += size
 
     def fix(removal: Removal) -> None:
@@ -118,7 +121,10 @@ def slice_(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
     for axis, layout in builder.tracked(data).items():
         if axis in sliced:
             _, start, end = sliced[axis]
-            builder.set_output(out, axis, builder.sub_layout(layout, start, end - start))
+            part = builder.sub_layout(layout, start, end - start)
+            if part is None:
+                builder.pin(data, axis, "Slice cuts through a block of coupled channels (an attention head?)", node)
+            builder.set_output(out, axis, part)
         else:
             builder.set_output(out, axis, layout)
     if not sliced:
@@ -198,155 +204,6 @@ def unsqueeze(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
     inserted = {norm_axis(a, out_rank) for a in axes}
     kept = [a for a in range(out_rank) if a not in inserted]
     forward(builder, node, x, node.output[0], lambda a: kept[a], None)
-
-
-def _product(dims):
-    """Product of dims as (integer part, symbolic names); None when a dim is unknown."""
-    product, symbols = 1, []
-    for dim in dims:
-        if isinstance(dim, int):
-            product *= dim
-        elif isinstance(dim, str):
-            symbols.append(dim)
-        else:
-            return None
-    return product, tuple(sorted(symbols))
-
-
-def _matching_axis(in_dims, out_dims, axis: int) -> int | None:
-    """The output axis holding exactly input axis `axis`: same size, and the same number of elements
-    before it or after it (either suffices, as Reshape keeps the total)."""
-    size = in_dims[axis]
-    if not isinstance(size, int):
-        return None
-    before, after = _product(in_dims[:axis]), _product(in_dims[axis + 1:])
-    for candidate, dim in enumerate(out_dims):
-        if dim != size:
-            continue
-        out_before, out_after = _product(out_dims[:candidate]), _product(out_dims[candidate + 1:])
-        if (before is not None and before == out_before) or (after is not None and after == out_after):
-            return candidate
-    return None
-
-
-@rule("Flatten")
-def flatten(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
-    x = node.input[0]
-    dims = builder.dims(x)
-    if not builder.tracked(x):
-        return
-    if dims is None:
-        builder.pin_node(node, "Flatten of unknown shape")
-        return
-    split = norm_axis(int(attr(node, "axis", 1)), len(dims))
-
-    def target(axis: int) -> int | None:
-        group = range(split) if axis < split else range(split, len(dims))
-        # The channel axis survives only if every other dim flattened with it is 1 (e.g. after GAP).
-        if all(dims[other] == 1 for other in group if other != axis):
-            return 0 if axis < split else 1
-        return None
-
-    forward(builder, node, x, node.output[0], target, "Flatten mixes the channel axis with spatial dims")
-
-
-def _resolve_minus_one(in_dims, out_dims, target) -> tuple:
-    """Shape inference leaves a -1 next to a symbolic batch unknown; work it out from the total."""
-    if -1 not in target or len(target) != len(out_dims):
-        return tuple(out_dims)
-    position = target.index(-1)
-    if isinstance(out_dims[position], int):
-        return tuple(out_dims)
-    total = _product(in_dims)
-    rest = _product([d for i, d in enumerate(out_dims) if i != position])
-    if total is None or rest is None or rest[0] == 0 or total[0] % rest[0]:
-        return tuple(out_dims)
-    symbols = list(total[1])
-    for symbol in rest[1]:
-        if symbol not in symbols:
-            return tuple(out_dims)
-        symbols.remove(symbol)
-    if symbols:
-        return tuple(out_dims)
-    resolved = list(out_dims)
-    resolved[position] = total[0] // rest[0]
-    return tuple(resolved)
-
-
-@rule("Reshape")
-def reshape(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
-    x, out = node.input[0], node.output[0]
-    if not builder.tracked(x):
-        return
-    # Entries known only at run time (x.view(x.size(0), -1) reads the batch) are fine where the
-    # channel axis is not: they are recomputed from unpruned sizes.
-    target = builder.partial_param(node, 1)
-    in_dims, out_dims = builder.dims(x), builder.dims(out)
-    if target is None or in_dims is None or out_dims is None:
-        builder.pin_node(node, "Reshape with a run-time or unknown shape")
-        return
-    out_dims = _resolve_minus_one(in_dims, out_dims, target)
-    mapping: dict[int, int] = {}
-    for axis in builder.tracked(x):
-        match = _matching_axis(in_dims, out_dims, axis)
-        if match is None or target[match] is None:
-            continue
-        if target[match] in (in_dims[axis], -1) and target.count(-1) <= 1:
-            mapping[axis] = match
-        elif target[match] == 0 and match == axis and not attr(node, "allowzero", 0):
-            mapping[axis] = match
-    literal = {axis: out_axis for axis, out_axis in mapping.items() if target[out_axis] > 0}
-    if not literal:
-        forward(builder, node, x, out, mapping.get, "Reshape merges or splits the channel axis")
-    elif builder.param(node, 1) is not None:
-        forward(builder, node, x, out, mapping.get, "Reshape merges or splits the channel axis")
-        _fix_whole_target(builder, node, x, [int(v) for v in target], literal)
-    else:
-        # The target mixes run-time entries (the batch) with constants: torch's view(b, C) exports as
-        # Concat(batch, [C]). Rewrite the constant that holds C, if it is one.
-        slots = {axis: _concat_constant_slot(builder, node.input[1], out_axis) for axis, out_axis in literal.items()}
-        mapping = {axis: out_axis for axis, out_axis in mapping.items() if axis not in literal or slots[axis]}
-        forward(builder, node, x, out, mapping.get, "Reshape merges or splits the channel axis")
-        _fix_concat_constants(builder, x, {axis: slot for axis, slot in slots.items() if slot})
-
-
-def _fix_whole_target(builder: SpaceBuilder, node: onnx.NodeProto, x: str, target: list[int], literal) -> None:
-    def fix(removal: Removal) -> None:
-        new_target = list(target)
-        for axis, out_axis in literal.items():
-            new_target[out_axis] = target[out_axis] - removal.count(x, axis)
-        if new_target != target:
-            builder.write_param(node, 1, new_target, f"{node.name}_shape")
-
-    builder.add_fixup(fix)
-
-
-def _concat_constant_slot(builder: SpaceBuilder, name: str, position: int):
-    """(Concat node, input index, element) of a shape entry that a Concat takes from a constant."""
-    producer = builder.model.producer(name)
-    if producer is None or producer.op_type != "Concat" or int(attr(producer, "axis", 0)) not in (0, -1):
-        return None
-    if len(builder.model.consumers(name)) != 1:
-        return None  # a target shared by several Reshapes would be rewritten once per Reshape
-    offset = 0
-    for index, part in enumerate(producer.input):
-        size = builder.dim(part, 0) if builder.rank(part) == 1 else None
-        if size is None:
-            return None
-        if offset <= position < offset + size:
-            return (producer, index, position - offset) if builder.is_weight(part) else None
-        offset += size
-    return None
-
-
-def _fix_concat_constants(builder: SpaceBuilder, x: str, slots) -> None:
-    def fix(removal: Removal) -> None:
-        for axis, (concat, index, element) in slots.items():
-            values = [int(v) for v in builder.model.weight(concat.input[index]).reshape(-1)]
-            values[element] -= removal.count(x, axis)
-            builder.write_param(concat, index, values, f"{concat.name}_shape")
-
-    builder.add_fixup(fix)
 
 
 @rule("Shape")
