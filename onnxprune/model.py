@@ -273,6 +273,27 @@ class Model:
         node.input[index] = new_name
         self.invalidate()
 
+    def fresh_name(self, hint: str) -> str:
+        taken = set(self.weights) | {o for n in self.graph.node for o in n.output} | {t.name for t in self.graph.input}
+        name, counter = hint, 0
+        while name in taken:
+            counter += 1
+            name = f"{hint}_{counter}"
+        return name
+
+    def clone_node_before(self, original: onnx.NodeProto, anchor: onnx.NodeProto, hint: str) -> onnx.NodeProto:
+        """A copy of `original` with a fresh output name, placed just before `anchor`."""
+        clone = onnx.NodeProto()
+        clone.CopyFrom(original)
+        clone.name = self.fresh_name(hint)
+        del clone.output[:]
+        clone.output.append(self.fresh_name(f"{hint}_output"))
+        nodes = list(self.graph.node)
+        position = next(i for i, n in enumerate(nodes) if n is anchor)
+        self.graph.node.insert(position, clone)
+        self.invalidate()
+        return self.graph.node[position]
+
     def remove_unused(self) -> None:
         """Remove nodes whose outputs nobody reads, then initializers nobody reads."""
         needed = set(self.output_names)
@@ -320,20 +341,26 @@ class Model:
         return light
 
     def infer_shapes(self, input_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, TensorInfo]:
-        """Shapes and element types of every tensor onnx can infer (cached until the graph changes)."""
+        """Shapes and element types of every tensor (cached until the graph changes).
+
+        ONNX Runtime's symbolic shape inference comes first: it keeps symbolic dims consistent through
+        Shape -> Concat -> Reshape chains (where onnx's own inference invents fresh `unk__` names),
+        which the Reshape rules need to match axes. onnx's inference fills in what it leaves out.
+        """
         if self._shapes is not None and not input_shapes:
             return self._shapes
         light = self.light_proto(input_shapes)
-        try:
-            inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
-        except Exception:  # custom domains or odd graphs: fall back to what the file declares
-            inferred = light
         infos: dict[str, TensorInfo] = {}
-        graph = inferred.graph
-        for value in list(graph.input) + list(graph.value_info) + list(graph.output):
-            info = _tensor_info(value)
-            if info is not None:
-                infos[value.name] = info
+        for inferred in (_onnx_inference(light), _symbolic_inference(light)):
+            if inferred is None:
+                continue
+            graph = inferred.graph
+            for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+                info = _tensor_info(value)
+                if info is not None and info.shape is not None:
+                    infos[value.name] = info
+                elif info is not None:
+                    infos.setdefault(value.name, info)
         for name, weight in self.weights.items():
             infos[name] = TensorInfo(weight.data_type, weight.shape)
         if not input_shapes:
@@ -440,6 +467,24 @@ class Model:
 def _weight_from_array(name: str, array: np.ndarray) -> WeightData:
     header = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), dims=array.shape)
     return WeightData(header, array=array)
+
+
+def _onnx_inference(light: onnx.ModelProto) -> onnx.ModelProto | None:
+    try:
+        return onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
+    except Exception:  # custom domains or odd graphs: the other inference may do better
+        return None
+
+
+def _symbolic_inference(light: onnx.ModelProto) -> onnx.ModelProto | None:
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    except ImportError:  # sympy missing: onnx's inference alone
+        return None
+    try:
+        return SymbolicShapeInference.infer_shapes(light, auto_merge=True, guess_output_rank=False)
+    except Exception:  # it gives up on some ops; onnx's inference still stands
+        return None
 
 
 def _replace(temp: str, target: Path) -> None:

@@ -55,8 +55,14 @@ def random_feed(model: Model, seed: int = 0) -> dict[str, np.ndarray]:
             continue
         tensor_type = value.type.tensor_type
         shape = [d.dim_value if d.HasField("dim_value") else 2 for d in tensor_type.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-        feed[value.name] = rng.standard_normal(shape).astype(dtype)
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+        if dtype.kind in "iu":  # token ids stay small and valid; masks are all ones but the last token
+            values = np.ones(shape) if "mask" in value.name else rng.integers(0, 50, size=shape)
+            if "mask" in value.name and shape[-1] > 1:
+                values[..., -1] = 0
+            feed[value.name] = values.astype(dtype)
+        else:
+            feed[value.name] = rng.standard_normal(shape).astype(dtype)
     return feed
 
 

@@ -122,6 +122,8 @@ class SpaceBuilder:
         self.fixups: list[Fixup] = []
         # Parameter inputs computed from shapes that the rewrite turns into constants.
         self._frozen: dict[tuple[int, int], tuple[onnx.NodeProto, str, np.ndarray]] = {}
+        self._size_slots: dict[tuple[int, int, int], tuple[str, int]] = {}
+
 
     # ------------------------------------------------------------ facts rules need
 
@@ -190,23 +192,43 @@ class SpaceBuilder:
                 if current == name:
                     self.write_param(node, index, value, f"{node.name or node.op_type}_param")
 
+    def size_slot(self, node: onnx.NodeProto, index: int, element: int, tensor: str, axis: int) -> None:
+        """Element `element` of input `index` of `node` is the size of (tensor, axis) at run time.
+
+        If it is an unchanged copy of a size in the same channel space, it stays right after pruning
+        and needs neither a rewrite nor a pin (checked when propagation is done)."""
+        self._size_slots[(id(node), index, element)] = (tensor, axis)
+
+    def _same_space(self, a: tuple[str, int], b: tuple[str, int], factor: int = 1) -> bool:
+        """Does `factor` times the size of axis a always equal the size of axis b, however they are pruned?"""
+        layout_a, layout_b = self.layouts.get(a), self.layouts.get(b)
+        if layout_a is None or layout_b is None:
+            return False
+        scaled = [(self.atoms.find(leaf), block * factor) for leaf, block in self.atoms.leaves(layout_a)]
+        return scaled == [(self.atoms.find(leaf), block) for leaf, block in self.atoms.leaves(layout_b)]
+
     def pin_shape_leaks(self) -> None:
-        """Pin the sizes a shape value was computed from wherever it reaches more than a frozen parameter."""
+        """Pin the sizes a shape value was computed from wherever it reaches more than a frozen
+        parameter or a size that follows its own space."""
         outputs = set(self.model.output_names)
         for name, derived in self.shape_values.values.items():
-            sources = derived.all_sources
-            if not sources:
+            if not derived.all_sources:
                 continue
-            leaks = [node for node, index in self.model.consumers(name)
-                     if not self.is_derived(node) and (id(node), index) not in self._frozen]
-            reason = None
-            if leaks:
-                reason = f"its size is read at run time by {self.model.node_label(leaks[0])}"
-            elif name in outputs:
-                reason = f"its size is a graph output ('{name}')"
-            if reason:
-                for tensor, axis in sources:
-                    self.pin(tensor, axis, reason)
+            origins = derived.origins.reshape(-1).tolist()
+            for node, index in self.model.consumers(name):
+                if self.is_derived(node) or (id(node), index) in self._frozen:
+                    continue
+                reason = f"its size is read at run time by {self.model.node_label(node)}"
+                for element, origin in enumerate(origins):
+                    sized = self._size_slots.get((id(node), index, element))
+                    if sized and origin.copy_of and origin.sources == {origin.copy_of} and self._same_space(
+                            origin.copy_of, sized, origin.factor):
+                        continue
+                    for tensor, axis in origin.sources:
+                        self.pin(tensor, axis, reason)
+            if name in outputs:
+                for tensor, axis in derived.all_sources:
+                    self.pin(tensor, axis, f"its size is a graph output ('{name}')")
 
     def is_weight(self, tensor: str) -> bool:
         return bool(tensor) and self.model.is_weight(tensor)

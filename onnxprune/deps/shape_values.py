@@ -17,39 +17,66 @@ import onnx
 from ..model import Model, TensorInfo
 
 _NO_SOURCES: frozenset = frozenset()
-_union_elements = np.frompyfunc(lambda a, b: a | b, 2, 1)
 
 
-def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    result = _union_elements(a, b)
-    if isinstance(result, frozenset):  # 0-d inputs give a bare element back
-        out = np.empty((), dtype=object)
-        out[()] = result
-        return out
+@dataclass(frozen=True)
+class Origin:
+    """Where one element of a shape value comes from: the (tensor, axis) sizes it was computed from,
+    and, when it is an unchanged copy of one size, which one."""
+
+    sources: frozenset = _NO_SOURCES
+    copy_of: tuple[str, int] | None = None
+    factor: int = 1  # the element is factor * size(copy_of): repeat_kv's kv_heads * n_rep
+
+
+_CONSTANT = Origin()
+_mix_elements = np.frompyfunc(lambda a, b: Origin(a.sources | b.sources), 2, 1)
+
+
+def _scaled(origin: Origin, other: Origin, other_value) -> Origin:
+    """origin * other: still a copy (scaled) when the other factor is a plain constant."""
+    if origin.copy_of is not None and not other.sources:
+        return Origin(origin.sources, origin.copy_of, origin.factor * int(other_value))
+    if other.copy_of is not None and not origin.sources:
+        return other  # handled by the symmetric call
+    return Origin(origin.sources | other.sources)
+
+
+_scale_elements = np.vectorize(_scaled, otypes=[object])
+_is_copy = np.vectorize(lambda origin: origin.copy_of is not None, otypes=[bool])
+
+
+def _mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise arithmetic: each result reads both operands' sources and copies nothing."""
+    result = _mix_elements(a, b)
+    if isinstance(result, Origin):  # 0-d inputs give a bare element back
+        return _origins_like(np.empty(()), result)
     return result
+
+
+def _origins_like(array: np.ndarray, origin: Origin = _CONSTANT) -> np.ndarray:
+    out = np.empty(np.shape(array), dtype=object)
+    out.fill(origin)
+    return out
 
 
 @dataclass
 class ShapeValue:
     value: np.ndarray  # int64 (or bool), entries where `known` is False are meaningless
     known: np.ndarray  # bool, same shape
-    # Per element, the (tensor, axis) sizes it was computed from: x.view(x.size(0), -1) reads the
-    # batch size only, and must not pin the channels of x.
-    sources: np.ndarray  # object array of frozensets, same shape
+    # Per element: x.view(x.size(0), -1) reads the batch size only, and must not pin the channels.
+    origins: np.ndarray  # object array of Origin, same shape
 
     @property
     def fully_known(self) -> bool:
         return bool(np.all(self.known))
 
+    def element(self, index: int) -> Origin:
+        return self.origins.reshape(-1)[index]
+
     @property
     def all_sources(self) -> frozenset:
-        return frozenset().union(*self.sources.reshape(-1).tolist()) if self.sources.size else _NO_SOURCES
-
-
-def _sources_like(array: np.ndarray, sources: frozenset = _NO_SOURCES) -> np.ndarray:
-    out = np.empty(np.shape(array), dtype=object)
-    out.fill(sources)
-    return out
+        return frozenset().union(*(o.sources for o in self.origins.reshape(-1).tolist()))
 
 
 def _attr(node: onnx.NodeProto, name: str, default=None):
@@ -95,7 +122,7 @@ class ShapeValues:
         if name and self.model.is_weight(name):
             array = self.model.weight(name)
             if array.dtype.kind in "iub" and array.size <= 64:
-                return ShapeValue(np.asarray(array), np.ones(array.shape, bool), _sources_like(array))
+                return ShapeValue(np.asarray(array), np.ones(array.shape, bool), _origins_like(array))
         return None
 
     def _evaluate(self, node: onnx.NodeProto) -> None:
@@ -109,13 +136,13 @@ class ShapeValues:
             return
         result = self._compute(node, op, inputs)
         if result is not None:
-            value, known, sources = result
+            value, known, origins = result
             value = np.asarray(value)
-            if sources is None:  # an element-wise mix of everything: every element reads every source
-                sources = _sources_like(value, frozenset().union(*(v.all_sources for v in present)))
-            elif not isinstance(sources, np.ndarray):  # numpy hands single elements back bare
-                sources = _sources_like(value, sources)
-            self.values[node.output[0]] = ShapeValue(value, np.asarray(known, bool), sources)
+            if origins is None:  # a mix of everything: every element reads every source
+                origins = _origins_like(value, Origin(frozenset().union(*(v.all_sources for v in present))))
+            elif not isinstance(origins, np.ndarray):  # numpy hands single elements back bare
+                origins = _origins_like(value, origins)
+            self.values[node.output[0]] = ShapeValue(value, np.asarray(known, bool), origins)
 
     def _shape(self, node: onnx.NodeProto) -> None:
         info = self.shapes.get(node.input[0])
@@ -129,18 +156,21 @@ class ShapeValues:
         dims = info.shape[start:end]
         value = np.array([d if isinstance(d, int) else 0 for d in dims], np.int64)
         known = np.array([isinstance(d, int) for d in dims], bool)
-        sources = np.empty(len(dims), dtype=object)
+        origins = np.empty(len(dims), dtype=object)
         for position, axis in enumerate(range(start, end)):
-            sources[position] = frozenset({(node.input[0], axis)})
-        self.values[node.output[0]] = ShapeValue(value, known, sources)
+            if node.input[0] in self.values:  # the length of a shape value is static: nothing to track
+                origins[position] = _CONSTANT
+            else:
+                origins[position] = Origin(frozenset({(node.input[0], axis)}), (node.input[0], axis))
+        self.values[node.output[0]] = ShapeValue(value, known, origins)
 
     def _compute(self, node, op, inputs):
-        """(value, known, per-element sources or None for 'all of the inputs')."""
+        """(value, known, per-element origins or None for 'all of the inputs')."""
         first = inputs[0]
         if op in ("Identity", "Cast"):
             if op == "Cast" and _attr(node, "to") not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
                 return None
-            return first.value.astype(np.int64), first.known, first.sources
+            return first.value.astype(np.int64), first.known, first.origins
         if op == "Gather":
             indices = inputs[1]
             if not indices.fully_known:
@@ -148,7 +178,7 @@ class ShapeValues:
             axis = _attr(node, "axis", 0)
             pick = indices.value
             return (np.take(first.value, pick, axis=axis), np.take(first.known, pick, axis=axis),
-                    np.take(first.sources, pick, axis=axis))
+                    np.take(first.origins, pick, axis=axis))
         if op == "Concat":
             axis = _attr(node, "axis", 0)
 
@@ -157,7 +187,7 @@ class ShapeValues:
 
             return (np.concatenate([flat(v.value) for v in inputs], axis),
                     np.concatenate([flat(v.known) for v in inputs], axis),
-                    np.concatenate([flat(v.sources) for v in inputs], axis))
+                    np.concatenate([flat(v.origins) for v in inputs], axis))
         if op in ("Unsqueeze", "Squeeze", "Reshape"):
             return self._reshape(node, op, inputs)
         if op == "Slice":
@@ -166,20 +196,42 @@ class ShapeValues:
             start, end = int(inputs[1].value.reshape(-1)[0]), int(inputs[2].value.reshape(-1)[0])
             step = int(inputs[4].value.reshape(-1)[0]) if len(inputs) > 4 and inputs[4] is not None else 1
             picked = slice(start, end, step)
-            return first.value[picked], first.known[picked], first.sources[picked]
+            return first.value[picked], first.known[picked], first.origins[picked]
+        if op == "Mul" and inputs[0].value.dtype.kind in "iu" and inputs[1].value.dtype.kind in "iu":
+            a, b = inputs[0], inputs[1]
+            left = _scale_elements(a.origins, b.origins, b.value)
+            right = _scale_elements(b.origins, a.origins, a.value)
+            origins = np.where(_is_copy(left), left, right)
+            return a.value * b.value, np.logical_and(a.known, b.known), origins
         if op in _BINARY or op == "Div":
             a, b = inputs[0], inputs[1]
             if op == "Div":
                 value = _int_div(a.value, b.value) if a.value.dtype.kind in "iu" else a.value / b.value
             else:
                 value = _BINARY[op](a.value, b.value)
-            return value, np.logical_and(a.known, b.known), _union(a.sources, b.sources)
+            return value, np.logical_and(a.known, b.known), _mix(a.origins, b.origins)
         if op in ("Neg", "Abs"):
-            return (np.negative if op == "Neg" else np.abs)(first.value), first.known, first.sources
+            no_copy = np.frompyfunc(lambda o: Origin(o.sources), 1, 1)(first.origins)
+            return (np.negative if op == "Neg" else np.abs)(first.value), first.known, no_copy
         if op == "Where":
             cond, a, b = inputs
-            return (np.where(cond.value, a.value, b.value), cond.known & a.known & b.known,
-                    _union(_union(cond.sources, a.sources), b.sources))
+            known = cond.known & np.where(cond.value, a.known, b.known)
+            # A known condition selects one branch: the element copies what that branch copies.
+            chosen = np.where(cond.value, a.origins, b.origins)
+            mixed = _mix(_mix(cond.origins, a.origins), b.origins)
+            origins = np.where(cond.known, np.frompyfunc(
+                lambda m, c: Origin(m.sources, c.copy_of if m.sources == c.sources else None), 2, 1)(mixed, chosen),
+                mixed)
+            return np.where(cond.value, a.value, b.value), known, origins
+        if op == "ConstantOfShape":
+            if not first.fully_known or first.value.size > 8 or int(np.prod(first.value)) > 64:
+                return None
+            fill = _attr(node, "value")
+            fill = onnx.numpy_helper.to_array(fill).reshape(-1)[0] if fill is not None else 0
+            value = np.full(tuple(int(d) for d in first.value), fill)
+            if value.dtype.kind not in "iub":
+                return None
+            return value, np.ones(value.shape, bool), _origins_like(value, Origin(first.all_sources))
         if op == "ReduceProd" and _attr(node, "keepdims", 1) == 0 and len(inputs) == 1:
             return np.prod(first.value), np.all(first.known), None
         return None
@@ -191,13 +243,13 @@ class ShapeValues:
             if not target.fully_known:
                 return None
             shape = tuple(int(d) for d in target.value)
-            return first.value.reshape(shape), first.known.reshape(shape), first.sources.reshape(shape)
+            return first.value.reshape(shape), first.known.reshape(shape), first.origins.reshape(shape)
         axes = _attr(node, "axes")
         if axes is None and len(inputs) > 1 and inputs[1] is not None:
             axes = [int(a) for a in inputs[1].value.reshape(-1)]
         if op == "Unsqueeze":
             axes = tuple(axes)
             return (np.expand_dims(first.value, axes), np.expand_dims(first.known, axes),
-                    np.expand_dims(first.sources, axes))
+                    np.expand_dims(first.origins, axes))
         axes = tuple(axes) if axes else None
-        return np.squeeze(first.value, axes), np.squeeze(first.known, axes), np.squeeze(first.sources, axes)
+        return np.squeeze(first.value, axes), np.squeeze(first.known, axes), np.squeeze(first.origins, axes)

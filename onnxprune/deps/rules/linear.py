@@ -47,5 +47,23 @@ def matmul(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
         builder.set_output(y, rank_b - 2, builder.layout(a, 0, node))
         for axis in list(range(rank_b - 2)) + [rank_b - 1]:
             builder.set_output(y, axis, builder.layout(b, axis, create=False))
+    elif not builder.is_weight(a) and not builder.is_weight(b) and rank_a and rank_b and min(rank_a, rank_b) >= 2:
+        _matmul_of_activations(builder, node, a, b, y, rank_a, rank_b)
     else:
-        builder.pin_node(node, "MatMul without a 2-D constant operand")
+        builder.pin_node(node, "MatMul with a constant operand of rank other than 2")
+
+
+def _matmul_of_activations(builder: SpaceBuilder, node: onnx.NodeProto, a: str, b: str, y: str,
+                           rank_a: int, rank_b: int) -> None:
+    """Q @ K^T and P @ V: batch axes (heads) broadcast like Add; the contraction axis ties both."""
+    out_rank = max(rank_a, rank_b)
+    for out_axis in range(out_rank - 2):
+        parts = []
+        for name, rank in ((a, rank_a), (b, rank_b)):
+            axis = out_axis - (out_rank - rank)
+            if axis >= 0 and builder.dim(name, axis) != 1:
+                parts.append((name, axis))
+        builder.set_output(y, out_axis, builder.merge(parts, node) if parts else None)
+    builder.set_output(y, out_rank - 2, builder.layout(a, rank_a - 2, create=False))
+    builder.set_output(y, out_rank - 1, builder.layout(b, rank_b - 1, create=False))
+    builder.merge([(a, rank_a - 1), (b, rank_b - 2)], node)

@@ -1,4 +1,4 @@
-"""Reshape and Flatten: axes merged into one or split into several.
+"""Reshape, Flatten and Expand: axes merged into one, split into several, or broadcast.
 
 A Reshape is cut into groups of input axes and output axes with equal products. One axis to one axis
 keeps its layout. One tracked axis split into several (`[B,S,H*D] -> [B,S,H,D]`) becomes blocks: the
@@ -164,12 +164,23 @@ def _group_layout(builder: SpaceBuilder, tracked, in_dims, out_dims, ins, outs):
     return heads, head
 
 
-def _fix_target(builder: SpaceBuilder, node: onnx.NodeProto, out: str, target: list) -> None:
-    """After pruning, literal sizes of tracked output axes shrink by what each axis lost."""
-    axes = [axis for axis in builder.tracked(out) if target[axis] is not None and target[axis] > 0]
+def _fix_target(builder: SpaceBuilder, node: onnx.NodeProto, out: str, target: list, axes=None) -> None:
+    """After pruning, literal sizes of tracked output axes shrink by what each axis lost.
+
+    `target` (input 1 of the node) is indexed by output axis; `axes` are those to rewrite (default:
+    every tracked axis with a literal size)."""
+    if axes is None:
+        axes = [axis for axis in builder.tracked(out) if target[axis] is not None and target[axis] > 1]
+    # An entry copied at run time from a size of the same space (torch's expand(b, kv, n, s, d) reads
+    # kv off the tensor) follows the pruning by itself.
+    derived = builder.shape_values.get(node.input[1])
+    follows = [axis for axis in axes if derived is not None and derived.element(axis).copy_of is not None]
+    for axis in follows:
+        builder.size_slot(node, 1, axis, out, axis)
+    axes = [axis for axis in axes if axis not in follows]
     if not axes:
         return
-    if builder.param(node, 1) is not None:
+    if not follows and builder.param(node, 1) is not None:
         values = [int(v) for v in target]
 
         def fix(removal: Removal) -> None:
@@ -183,40 +194,81 @@ def _fix_target(builder: SpaceBuilder, node: onnx.NodeProto, out: str, target: l
         return
     # The target mixes run-time entries (the batch) with constants: torch's view(b, s, H, D) exports
     # as Concat(b, s, [H], [D]). Rewrite the constants that hold the sizes, if they are constants.
-    slots = {axis: _concat_constant_slot(builder, node.input[1], axis) for axis in axes}
-    for axis, slot in slots.items():
+    slots = {}
+    for axis in axes:
+        slot = _concat_constant_slot(builder, node.input[1], axis)
         if slot is None:
-            builder.pin(out, axis, "Reshape target is computed at run time", node)
+            builder.pin(out, axis, f"{node.op_type} target is computed at run time", node)
+        else:
+            slots[axis] = slot
+    if not slots:
+        return
 
     def fix_slots(removal: Removal) -> None:
-        for axis, slot in slots.items():
-            if slot is not None:
-                concat, index, element = slot
-                values = [int(v) for v in builder.model.weight(concat.input[index]).reshape(-1)]
-                values[element] -= removal.count(out, axis)
-                builder.write_param(concat, index, values, f"{concat.name}_shape")
+        concat = next(iter(slots.values()))[0]
+        parts: dict[int, list[int]] = {}
+        for axis, (_, index, element, original) in slots.items():
+            parts.setdefault(index, list(original))[element] -= removal.count(out, axis)
+        if all(parts[index] == slots_original(index) for index in parts):
+            return
+        # Exporters share one target Concat between the Q, K and V reshapes of every layer; this
+        # node gets its own copy so that each layer's heads stay independent.
+        own = builder.model.clone_node_before(concat, node, f"{concat.name or 'concat'}_{node.name or 'target'}")
+        node.input[1] = own.output[0]
+        for index, values in parts.items():
+            builder.write_param(own, index, values, f"{own.name}_part{index}")
+
+    def slots_original(index: int) -> list[int]:
+        return next(original for _, i, _, original in slots.values() if i == index)
 
     builder.add_fixup(fix_slots)
 
 
 def _concat_constant_slot(builder: SpaceBuilder, name: str, position: int):
-    """(Concat node, input index, element) of a shape entry that a Concat takes from a constant."""
+    """(Concat node, input index, element, original values) of a shape entry that a Concat takes
+    from a constant. Writes are computed from the original values, so repeating them is harmless."""
     producer = builder.model.producer(name)
     if producer is None or producer.op_type != "Concat" or int(attr(producer, "axis", 0)) not in (0, -1):
         return None
-    if len(builder.model.consumers(name)) != 1:
-        return None  # a target shared by several Reshapes would be rewritten once per Reshape
     offset = 0
     for index, part in enumerate(producer.input):
         size = builder.dim(part, 0) if builder.rank(part) == 1 else None
         if size is None:
             return None
         if offset <= position < offset + size:
-            if not builder.is_weight(part) or len(builder.model.consumers(part)) != 1:
+            if not builder.is_weight(part):
                 return None
-            return producer, index, position - offset
+            original = [int(v) for v in builder.model.weight(part).reshape(-1)]
+            return producer, index, position - offset, original
         offset += size
     return None
+
+
+@rule("Expand")
+def expand(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
+    x, out = node.input[0], node.output[0]
+    tracked = builder.tracked(x)
+    if not tracked:
+        return
+    shape, rank = builder.partial_param(node, 1), builder.rank(x)
+    if shape is None or rank is None:
+        builder.pin_node(node, "Expand with an unknown shape")
+        return
+    out_rank = max(rank, len(shape))
+    rewrite = []
+    for axis, layout in tracked.items():
+        out_axis = axis + out_rank - rank
+        position = out_axis - (out_rank - len(shape))
+        entry = shape[position] if position >= 0 else 1
+        size = builder.atoms.total(layout)
+        if entry is None or (entry != 1 and entry != size) or (entry == size > 1 and position != out_axis):
+            builder.pin(x, axis, "Expand broadcasts this axis to a size read at run time" if entry is None
+                        else "Expand broadcasts this axis", node)
+            continue
+        builder.set_output(out, out_axis, layout)
+        if entry == size > 1:
+            rewrite.append(out_axis)
+    _fix_target(builder, node, out, shape, rewrite)
 
 
 @rule("Flatten")
