@@ -14,6 +14,7 @@ from .errors import InvalidModelError, InvalidOptionError
 from .model import Model
 from .pipeline import Context, Pass, run_pipeline
 from .plan import Budget
+from .inputs import random_feeds
 from .stats import model_stats
 from .validate import compare_models, validation_inputs
 
@@ -21,6 +22,8 @@ from .validate import compare_models, validation_inputs
 @dataclass
 class PruneOptions:
     structured: float = 0.0
+    heads: float = 0.0
+    drop_layers: float = 0.0
     criterion: str = "l1"
     global_ranking: bool = False
     round_to: int = 1
@@ -30,23 +33,36 @@ class PruneOptions:
     seed: int = 0
     external_data: bool | None = None
     latency_runs: int = 20
+    samples: int = 4  # random inputs for layer scoring
 
     def check(self) -> None:
         from onnxprune.passes import CRITERIA
 
         if not 0.0 <= self.structured < 1.0:
             raise InvalidOptionError(f"--structured must be in [0, 1), got {self.structured}")
+        if not 0.0 <= self.heads < 1.0:
+            raise InvalidOptionError(f"--heads must be in [0, 1), got {self.heads}")
+        if self.drop_layers < 0 or self.drop_layers != self.drop_layers:
+            raise InvalidOptionError(f"--drop-layers must be a count (1, 2, ...) or a fraction in (0, 1), "
+                                     f"got {self.drop_layers}")
         if self.criterion not in CRITERIA:
             raise InvalidOptionError(f"--criterion '{self.criterion}' is unknown (choose from {', '.join(CRITERIA)})")
         if self.round_to < 1:
             raise InvalidOptionError(f"--round-to must be at least 1, got {self.round_to}")
 
 
-def build_passes(options: PruneOptions) -> list[Pass]:
-    from onnxprune.passes import CRITERIA, ChannelBudget, RemoveChannels
+def build_passes(options: PruneOptions, feeds: list | None = None) -> list[Pass]:
+    """Layers first (whole blocks), then channels and heads in what is left."""
+    from onnxprune.passes import CRITERIA, ChannelBudget, DropLayers, RemoveChannels
 
-    budget = Budget(options.structured, options.global_ranking, options.round_to)
-    return [CRITERIA[options.criterion](), ChannelBudget(budget), RemoveChannels()]
+    passes: list[Pass] = []
+    if options.drop_layers:
+        passes.append(DropLayers(options.drop_layers, feeds or []))
+    if options.structured or options.heads or not options.drop_layers:
+        channels = Budget(options.structured, options.global_ranking, options.round_to)
+        heads = Budget(options.heads, options.global_ranking)
+        passes += [CRITERIA[options.criterion](), ChannelBudget(channels, heads), RemoveChannels()]
+    return passes
 
 
 def check_paths(source: Path, target: Path) -> None:
@@ -78,7 +94,8 @@ def prune(
     before = model_stats(model, shapes)
     context = Context(model, options={"exclude": options.exclude}, log=log)
     context.report.update(input=str(source), output=str(target), seed=options.seed, notes=notes)
-    run_pipeline(build_passes(options), context)
+    feeds = random_feeds(specs, shapes, options.seed, count=options.samples) if options.drop_layers else None
+    run_pipeline(build_passes(options, feeds), context)
     after = model_stats(model, shapes)
     model.save(target, external_data=options.external_data)
     report = context.report

@@ -39,6 +39,10 @@ def _fail(message: str, code: int = 2) -> None:
 @click.argument("target", metavar="OUT")
 @click.option("--structured", type=float, default=0.0, show_default=True,
               help="Fraction of the channels of every prunable space to remove (0 <= r < 1).")
+@click.option("--heads", type=float, default=0.0, show_default=True,
+              help="Fraction of the attention heads (or KV groups, with GQA) of every attention to remove.")
+@click.option("--drop-layers", type=float, default=0.0, show_default=True,
+              help="Residual blocks to remove: a count (2) or a fraction of all blocks (0.25).")
 @click.option("--criterion", default="l1", show_default=True, help="Channel score: l1, l2 or bn-scale.")
 @click.option("--global", "global_ranking", is_flag=True,
               help="Rank channels of all spaces together (normalized scores) instead of the same ratio everywhere.")
@@ -52,7 +56,7 @@ def _fail(message: str, code: int = 2) -> None:
 @click.option("--external-data/--no-external-data", default=None,
               help="Store weights in OUT.data (default: as the input did, or when over 2 GB).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
-def prune_command(source, target, structured, criterion, global_ranking, round_to, exclude, validate, shapes, seed,
+def prune_command(source, target, structured, heads, drop_layers, criterion, global_ranking, round_to, exclude, validate, shapes, seed,
                   report_path, external_data, quiet) -> None:
     """Remove channels from IN and write the smaller model to OUT."""
     from .api import PruneOptions, check_report_path, prune, write_json
@@ -63,7 +67,7 @@ def prune_command(source, target, structured, criterion, global_ranking, round_t
         check_report_path(report_path)
     log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     options = PruneOptions(
-        structured=structured, criterion=criterion, global_ranking=global_ranking, round_to=round_to,
+        structured=structured, heads=heads, drop_layers=drop_layers, criterion=criterion, global_ranking=global_ranking, round_to=round_to,
         exclude=list(exclude), validate=validate, shapes=parse_shapes(shapes), seed=seed,
         external_data=external_data,
     )

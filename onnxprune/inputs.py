@@ -98,6 +98,7 @@ def resolve_shapes(
     specs: Sequence[InputSpec],
     overrides: Mapping[str, tuple[int, ...]],
     default_dim: int = 1,
+    default_other_dim: int = 8,
 ) -> tuple[dict[str, tuple[int, ...]], list[str]]:
     """Concrete shapes for every input, plus a note for each dim that had to be guessed."""
     if default_dim < 1:
@@ -143,9 +144,15 @@ def resolve_shapes(
                 )
             else:
                 label = f"'{dim}'" if dim else "unnamed"
-                resolved.append(default_dim)
+                # A batch of 1 is the usual deployment case; a sequence of 1 would leave attention
+                # with a single token, so other symbolic dims get a small length instead.
+                batch_like = axis == 0 or (isinstance(dim, str) and "batch" in dim.lower())
+                value = default_dim if batch_like else default_other_dim
+                if isinstance(dim, str):  # later inputs with the same symbol must agree
+                    bound.setdefault(dim, (value, spec.name))
+                resolved.append(value)
                 notes.append(
-                    f"input '{spec.name}' dim {axis} ({label}) set to {default_dim}; pass --shapes to choose"
+                    f"input '{spec.name}' dim {axis} ({label}) set to {value}; pass --shapes to choose"
                 )
         shapes[spec.name] = tuple(resolved)
     return shapes, notes

@@ -289,7 +289,7 @@ class Model:
         del clone.output[:]
         clone.output.append(self.fresh_name(f"{hint}_output"))
         nodes = list(self.graph.node)
-        position = next(i for i, n in enumerate(nodes) if n is anchor)
+        position = next(i for i, n in enumerate(nodes) if list(n.output) == list(anchor.output))
         self.graph.node.insert(position, clone)
         self.invalidate()
         return self.graph.node[position]

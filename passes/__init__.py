@@ -6,6 +6,7 @@ Scoring criteria are registered in CRITERIA by the name the CLI's --criterion ta
 from __future__ import annotations
 
 from .budget import ChannelBudget
+from .layers import DropLayers
 from .magnitude import BatchNormScale, Magnitude
 from .remove_channels import RemoveChannels
 
@@ -15,4 +16,4 @@ CRITERIA = {
     "bn-scale": BatchNormScale,
 }
 
-__all__ = ["CRITERIA", "BatchNormScale", "ChannelBudget", "Magnitude", "RemoveChannels"]
+__all__ = ["CRITERIA", "BatchNormScale", "ChannelBudget", "DropLayers", "Magnitude", "RemoveChannels"]

@@ -70,8 +70,10 @@ def test_model_input_specs_skips_initializers() -> None:
 def test_resolve_shapes_defaults_with_notes() -> None:
     specs = model_input_specs(_model_with_inputs())
     shapes, notes = resolve_shapes(specs, {})
-    assert shapes == {"ids": (1, 1), "mask": (1, 1), "image": (1, 3, 8, 8)}
+    # Batch dims default to 1, other symbolic dims (sequence lengths) to 8; shared symbols agree.
+    assert shapes == {"ids": (1, 8), "mask": (1, 8), "image": (1, 3, 8, 8)}
     assert "input 'ids' dim 0 ('batch') set to 1; pass --shapes to choose" in notes
+    assert "input 'ids' dim 1 ('seq') set to 8; pass --shapes to choose" in notes
     assert "input 'image' dim 0 (unnamed) set to 1; pass --shapes to choose" in notes
     assert len(notes) == 5
 

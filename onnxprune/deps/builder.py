@@ -51,6 +51,7 @@ class ChannelSpace:
     pins: list[Pin] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)  # nodes whose weights are members
     label: str = ""
+    kind: str = "channels"  # or "heads": each channel is an attention head (or a KV group of heads)
 
     @property
     def prunable(self) -> bool:
@@ -63,6 +64,7 @@ class ChannelSpace:
     def to_dict(self) -> dict:
         return {
             "id": self.id,
+            "kind": self.kind,
             "label": self.label,
             "size": self.size,
             "prunable": self.prunable,
@@ -94,6 +96,11 @@ class Removal:
         return self._removed.items()
 
 
+def _key(node: onnx.NodeProto) -> str:
+    """A node's identity that survives protobuf handing out new Python wrappers: its first output."""
+    return node.output[0] if node.output else node.name
+
+
 class LayoutTable(dict):
     """Layouts by (tensor, axis), with a per-tensor index: rules ask for a tensor's axes constantly."""
 
@@ -121,8 +128,9 @@ class SpaceBuilder:
         self._pins: list[tuple[str, int | None, Pin]] = []
         self.fixups: list[Fixup] = []
         # Parameter inputs computed from shapes that the rewrite turns into constants.
-        self._frozen: dict[tuple[int, int], tuple[onnx.NodeProto, str, np.ndarray]] = {}
-        self._size_slots: dict[tuple[int, int, int], tuple[str, int]] = {}
+        self._frozen: dict[tuple[str, int], tuple[onnx.NodeProto, str, np.ndarray]] = {}
+        self._size_slots: dict[tuple[str, int, int], tuple[str, int]] = {}
+        self.head_axes: set[tuple[str, int]] = set()  # axes a Reshape split off as attention heads
 
 
     # ------------------------------------------------------------ facts rules need
@@ -156,7 +164,7 @@ class SpaceBuilder:
             return None
         name = node.input[index]
         if not self.model.is_weight(name):
-            self._frozen[(id(node), index)] = (node, name, np.array(values, np.int64))
+            self._frozen[(_key(node), index)] = (node, name, np.array(values, np.int64))
         return values
 
     def partial_param(self, node: onnx.NodeProto, index: int) -> list[int | None] | None:
@@ -197,7 +205,7 @@ class SpaceBuilder:
 
         If it is an unchanged copy of a size in the same channel space, it stays right after pruning
         and needs neither a rewrite nor a pin (checked when propagation is done)."""
-        self._size_slots[(id(node), index, element)] = (tensor, axis)
+        self._size_slots[(_key(node), index, element)] = (tensor, axis)
 
     def _same_space(self, a: tuple[str, int], b: tuple[str, int], factor: int = 1) -> bool:
         """Does `factor` times the size of axis a always equal the size of axis b, however they are pruned?"""
@@ -216,11 +224,11 @@ class SpaceBuilder:
                 continue
             origins = derived.origins.reshape(-1).tolist()
             for node, index in self.model.consumers(name):
-                if self.is_derived(node) or (id(node), index) in self._frozen:
+                if self.is_derived(node) or (_key(node), index) in self._frozen:
                     continue
                 reason = f"its size is read at run time by {self.model.node_label(node)}"
                 for element, origin in enumerate(origins):
-                    sized = self._size_slots.get((id(node), index, element))
+                    sized = self._size_slots.get((_key(node), index, element))
                     if sized and origin.copy_of and origin.sources == {origin.copy_of} and self._same_space(
                             origin.copy_of, sized, origin.factor):
                         continue
@@ -341,6 +349,8 @@ class SpaceBuilder:
                 continue  # only activations: nothing to slice, nothing to report
             members.sort(key=lambda m: (not m.is_weight, m.tensor, m.axis, m.offset, m.block))
             space = ChannelSpace(len(spaces), atoms.size[root], members, pins.get(root, []))
+            if any((m.tensor, m.axis) in self.head_axes for m in members):
+                space.kind = "heads"
             space.nodes = self._weight_nodes(members)
             space.label = self._label(space)
             spaces.append(space)

@@ -222,3 +222,24 @@ def shape(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
     for axis in tracked:
         if start <= axis < end:
             builder.pin(x, axis, "its size is read by Shape", node)
+
+
+@rule("Gather")
+def gather(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
+    """Embedding lookups (a weight table indexed by token ids) keep the table's feature axes."""
+    data, indices, out = node.input[0], node.input[1], node.output[0]
+    rank, index_rank = builder.rank(data), builder.rank(indices)
+    if rank is None or index_rank is None:
+        builder.pin_node(node, "Gather of unknown rank")
+        return
+    axis = norm_axis(int(attr(node, "axis", 0)), rank)
+    for index_axis in builder.tracked(indices):
+        builder.pin(indices, index_axis, "Gather indices carry channels", node)
+    for data_axis in range(rank):
+        if data_axis == axis:
+            if (data, axis) in builder.layouts:
+                builder.pin(data, axis, "Gather picks entries along this axis", node)
+            continue
+        layout = builder.layout(data, data_axis, node, create=builder.is_weight(data))
+        out_axis = data_axis if data_axis < axis else data_axis + index_rank - 1
+        builder.set_output(out, out_axis, layout)

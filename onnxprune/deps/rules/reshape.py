@@ -133,6 +133,8 @@ def reshape(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
                 builder.pin(x, axis, why if i1 - i0 > 1 or j1 - j0 > 1 else "Reshape moves this axis", node)
             continue
         builder.set_output(out, layout[1], layout[0])
+        if j1 - j0 > 1 and i1 - i0 == 1:
+            builder.head_axes.add((out, layout[1]))
         if any(target[j] == 0 and not attr(node, "allowzero", 0) and j != ins[0] for j in range(j0, j1)):
             builder.pin(x, ins[0], "Reshape copies a size (0) from another axis", node)
     _fix_target(builder, node, out, target)

@@ -1,0 +1,155 @@
+"""Whole residual blocks: find `x + f(x)`, score each by how much it changes x, remove the least useful.
+
+Block influence (ShortGPT's Block Influence) is 1 - cos(x, x + f(x)) averaged over inputs: a block
+whose output barely turns the residual stream can go. Removing one replaces its Add by Identity(x);
+the branch then has no consumers and is swept away.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxprune.capture import capture
+from onnxprune.errors import InvalidOptionError
+from onnxprune.model import Model
+from onnxprune.pipeline import Context
+
+
+@dataclass
+class ResidualBlock:
+    add: str  # output of the Add
+    skip: str  # x
+    branch: str  # f(x)
+    nodes: list[str] = field(default_factory=list)  # the branch's nodes (names)
+    influence: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.add} = {self.skip} + f(...) ({len(self.nodes)} nodes)"
+
+    def to_dict(self) -> dict:
+        return {"add": self.add, "skip": self.skip, "branch": self.branch, "nodes": len(self.nodes),
+                "influence": self.influence}
+
+
+def _branch_nodes(model: Model, skip: str, branch: str) -> list[onnx.NodeProto] | None:
+    """Nodes computing `branch` from `skip` (None when `branch` does not depend on `skip`)."""
+    nodes, seen, stack, reaches = [], set(), [branch], False
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name == skip:
+            reaches = True
+            continue
+        producer = model.producer(name)
+        if producer is None:
+            continue
+        nodes.append(producer)
+        stack.extend(n for n in producer.input if n)
+    if not reaches:
+        return None
+    # Keep only nodes that lie on a path from skip (drop constants and side inputs' producers).
+    depends = {skip}
+    for node in model.graph.node:
+        if any(n in depends for n in node.input):
+            depends.update(o for o in node.output if o)
+    return [node for node in nodes if any(o in depends for o in node.output)]
+
+
+def _has_weight_matrix(model: Model, node: onnx.NodeProto) -> bool:
+    return any(model.is_weight(name) and len(model.weights[name].shape) >= 2 for name in node.input)
+
+
+def find_blocks(model: Model) -> list[ResidualBlock]:
+    shapes = model.infer_shapes()
+    blocks = []
+    for node in model.graph.node:
+        if node.op_type != "Add" or len(node.input) != 2 or any(model.is_weight(n) for n in node.input):
+            continue
+        out = shapes.get(node.output[0])
+        for skip, branch in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
+            info = shapes.get(skip)
+            if info is None or out is None or info.shape is None or info.shape != out.shape:
+                continue
+            nodes = _branch_nodes(model, skip, branch)
+            # A block is a layer: its branch holds a weight matrix. x + 0.044715 * x**3 inside a
+            # tanh-GELU is an Add of x and f(x) too, but no layer.
+            if nodes and any(_has_weight_matrix(model, n) for n in nodes):
+                blocks.append(ResidualBlock(node.output[0], skip, branch, [n.name or n.output[0] for n in nodes]))
+                break
+    return blocks
+
+
+def block_influence(model: Model, blocks: list[ResidualBlock], feeds: list[dict[str, np.ndarray]]) -> None:
+    tensors = sorted({name for block in blocks for name in (block.add, block.skip)})
+    totals = {block.add: 0.0 for block in blocks}
+    count = 0
+    for values in capture(model, tensors, feeds):
+        count += 1
+        for block in blocks:
+            x = values[block.skip].astype(np.float64).reshape(-1)
+            y = values[block.add].astype(np.float64).reshape(-1)
+            norm = np.linalg.norm(x) * np.linalg.norm(y)
+            cosine = float(x @ y / norm) if norm > 0 else 1.0
+            totals[block.add] += 1.0 - cosine
+    for block in blocks:
+        block.influence = totals[block.add] / max(count, 1)
+
+
+def drop_count(amount: float, blocks: int) -> int:
+    if amount >= 1:
+        if amount != int(amount):
+            raise InvalidOptionError(f"--drop-layers {amount}: give a whole number of blocks or a fraction below 1")
+        count = int(amount)
+    else:
+        count = math.floor(amount * blocks + 1e-9)
+    if count >= blocks and blocks:
+        raise InvalidOptionError(f"--drop-layers {amount:g} would remove all {blocks} residual blocks")
+    return count
+
+
+def remove_block(model: Model, block: ResidualBlock) -> None:
+    """Replace `x + f(x)` by Identity(x); the branch becomes dead and is swept by remove_unused."""
+    add = model.producer(block.add)
+    identity = helper.make_node("Identity", [block.skip], [block.add], name=f"{add.name or block.add}_skip")
+    add.CopyFrom(identity)
+    model.invalidate()
+
+
+class DropLayers:
+    """Score residual blocks by block influence on the given inputs and remove the lowest `amount`."""
+
+    name = "drop-layers"
+
+    def __init__(self, amount: float, feeds: list[dict[str, np.ndarray]]):
+        self.amount = amount
+        self.feeds = feeds
+
+    def run(self, context: Context) -> None:
+        model = context.model
+        blocks = find_blocks(model)
+        count = drop_count(self.amount, len(blocks))
+        context.report["layers"] = {"blocks": [], "removed": []}
+        if not blocks or count == 0:
+            return
+        context.log(f"scoring {len(blocks)} residual blocks on {len(self.feeds)} inputs")
+        block_influence(model, blocks, self.feeds)
+        ranked = sorted(blocks, key=lambda b: (b.influence, b.add))
+        removed = ranked[:count]
+        for block in removed:
+            remove_block(model, block)
+        model.remove_unused()
+        model.refresh_value_info()
+        context.report["layers"] = {
+            "criterion": "block influence (1 - cosine of the residual stream before and after the block)",
+            "blocks": [b.to_dict() for b in blocks],
+            "removed": [b.add for b in removed],
+        }
+        context.invalidate()
