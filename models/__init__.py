@@ -38,8 +38,8 @@ import pathlib
 from dataclasses import dataclass
 
 __all__ = [
-    "EXPORTERS",
     "ALL_NAMES",
+    "EXPORTERS",
     "NAMES",
     "OPSETS",
     "SPECS",

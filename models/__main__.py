@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="print the model names and what each one is")
     b = sub.add_parser("build", help="export models to ONNX")
-    b.add_argument("name", nargs="?", choices=NAMES, help="model to build")
+    b.add_argument("name", nargs="?", choices=ALL_NAMES, help="model to build")
     b.add_argument("--all", action="store_true", help="build every model (with --out-dir)")
     b.add_argument("--exporter", choices=[*EXPORTERS, "both"], default=None,
                    help="default: torchscript for NAME, both for --all")

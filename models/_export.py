@@ -79,6 +79,7 @@ def export(module, example, input_names, output_names, exporter: str,
                         else torch.onnx.TrainingMode.PRESERVE)
             torch.onnx.export(module, example, str(path), dynamo=False, dynamic_axes=axes,
                               do_constant_folding=True, training=training, **common)
+            _pin_output_dims(path, module, example, output_names, dims)
         elif exporter == "dynamo":
             made = {}
 
@@ -100,6 +101,27 @@ def export(module, example, input_names, output_names, exporter: str,
             raise ValueError(f"unknown exporter {exporter!r}; expected torchscript or dynamo")
     _check(path, opset)
     return path
+
+
+def _pin_output_dims(path: pathlib.Path, module, example, output_names, dims) -> None:
+    """torchscript names output dims it could not infer statically (a text model exported
+    with a static sequence: ``logits`` [batch, 'MatMullogits_dim_1', 512]); give every
+    output dim that was not asked to be symbolic the size torch computes on the example.
+    The file is rewritten only when such a dim exists (not for the CNNs and MLPs)."""
+    import onnx
+    import torch
+
+    model = onnx.load(str(path))
+    outs = module(*example)
+    outs = (outs,) if isinstance(outs, torch.Tensor) else tuple(outs)
+    changed = False
+    for value, name, out in zip(model.graph.output, output_names, outs):
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_param") and axis not in dims.get(name, {}):
+                dim.dim_value = out.shape[axis]
+                changed = True
+    if changed:
+        onnx.save(model, str(path))
 
 
 def _check(path: pathlib.Path, opset: int) -> None:

@@ -63,7 +63,7 @@ def init_transformer(module, *, gain: float = 1.0) -> None:
     from torch import nn
 
     with torch.no_grad():
-        for name, m in module.named_modules():
+        for m in module.modules():
             if isinstance(m, nn.Linear):
                 m.weight.normal_(0.0, (gain / m.in_features) ** 0.5)
                 if m.bias is not None:

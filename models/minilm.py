@@ -58,7 +58,10 @@ def load():
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             summed = (hidden * mask).sum(dim=1)
             counts = torch.clamp(mask.sum(dim=1), min=1e-9)
-            return nn.functional.normalize(summed / counts, p=2.0, dim=1)
+            emb = summed / counts
+            # F.normalize's math, without its expand_as (which leaves dim 1 of the
+            # torchscript export's output symbolic instead of 384)
+            return emb / torch.clamp(emb.norm(p=2, dim=1, keepdim=True), min=1e-12)
 
     bert = AutoModel.from_pretrained(model_path(), attn_implementation="eager",
                                      local_files_only=True)

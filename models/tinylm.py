@@ -7,7 +7,7 @@ GQA 4 query / 2 KV heads of dim 32, SwiGLU intermediate 384, RoPE (max 256 posit
 RMSNorm, untied lm_head: 0.85 M parameters, ``tinylm.pt`` (float32 state_dict) 3.4 MB.
 
 Data: ``"\\n\\n".join(topics[k] for k in sorted(topics))`` encoded as UTF-8 (Python 3.11.7:
-464,970 characters, sha256 in ``tinylm.json``); the first 90% is ``"train"``, the last 10%
+466,273 bytes, sha256 in ``tinylm.json``); the first 90% is ``"train"``, the last 10%
 ``"heldout"`` (a fixed byte split; the topics are in key order, so held-out covers the last
 topics alphabetically). The text depends on the Python version: ``dataset`` reads it from the
 running interpreter, and ``tinylm.json`` records the digest it was trained on.
@@ -70,7 +70,7 @@ def dataset(split: str = "heldout") -> np.ndarray:
 
 def data_description() -> dict:
     text = text_bytes()
-    train, heldout = _splits()["train"], _splits()["heldout"]
+    train = _splits()["train"]
     return {
         "source": "pydoc_data.topics.topics of the running Python, values joined by '\\n\\n' "
                   "in sorted key order, UTF-8 bytes (vocab 256)",

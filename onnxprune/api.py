@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidModelError, InvalidOptionError
+from .inputs import random_feeds
 from .model import Model
 from .pipeline import Context, Pass, run_pipeline
 from .plan import Budget
-from .inputs import random_feeds
 from .stats import model_stats
 from .validate import compare_models, validation_inputs
 

@@ -28,7 +28,9 @@ def _with_outputs(model: Model, tensors: list[str]) -> onnx.ModelProto:
     return proto
 
 
-def capture(model: Model, tensors: list[str], feeds: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+def capture(
+    model: Model, tensors: list[str], feeds: Iterable[dict[str, np.ndarray]]
+) -> Iterator[dict[str, np.ndarray]]:
     """For each feed, the values of `tensors` (and the graph outputs).
 
     The session loads a temporary copy (with external data past 1 GB, so that models over protobuf's

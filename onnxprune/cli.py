@@ -56,8 +56,8 @@ def _fail(message: str, code: int = 2) -> None:
 @click.option("--external-data/--no-external-data", default=None,
               help="Store weights in OUT.data (default: as the input did, or when over 2 GB).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
-def prune_command(source, target, structured, heads, drop_layers, criterion, global_ranking, round_to, exclude, validate, shapes, seed,
-                  report_path, external_data, quiet) -> None:
+def prune_command(source, target, structured, heads, drop_layers, criterion, global_ranking, round_to, exclude,
+                  validate, shapes, seed, report_path, external_data, quiet) -> None:
     """Remove channels from IN and write the smaller model to OUT."""
     from .api import PruneOptions, check_report_path, prune, write_json
     from .inputs import parse_shapes
@@ -67,7 +67,8 @@ def prune_command(source, target, structured, heads, drop_layers, criterion, glo
         check_report_path(report_path)
     log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     options = PruneOptions(
-        structured=structured, heads=heads, drop_layers=drop_layers, criterion=criterion, global_ranking=global_ranking, round_to=round_to,
+        structured=structured, heads=heads, drop_layers=drop_layers, criterion=criterion,
+        global_ranking=global_ranking, round_to=round_to,
         exclude=list(exclude), validate=validate, shapes=parse_shapes(shapes), seed=seed,
         external_data=external_data,
     )

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from onnxprune.passes.layers import find_blocks
 from oracle import check_valid, max_relative_error, random_feed, run, zero_channels
 
 from onnxprune import Model, PruneOptions, build_channel_graph, prune
-from onnxprune.passes.layers import find_blocks
 
 TRANSFORMERS = ("bert", "gpt", "gpt2")
 EXPORTERS = ("torchscript", "dynamo")
