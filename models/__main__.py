@@ -8,7 +8,7 @@ import pathlib
 import sys
 import time
 
-from . import EXPORTERS, NAMES, SPECS, build, default_filename
+from . import ALL_NAMES, EXPORTERS, NAMES, SPECS, build, default_filename
 
 
 def main(argv: list[str] | None = None) -> int:
