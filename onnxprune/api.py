@@ -42,7 +42,8 @@ class PruneOptions:
             raise InvalidOptionError(f"--structured must be in [0, 1), got {self.structured}")
         if not 0.0 <= self.heads < 1.0:
             raise InvalidOptionError(f"--heads must be in [0, 1), got {self.heads}")
-        if self.drop_layers < 0 or self.drop_layers != self.drop_layers:
+        if self.drop_layers < 0 or self.drop_layers != self.drop_layers or (
+                self.drop_layers >= 1 and self.drop_layers != int(self.drop_layers)):
             raise InvalidOptionError(f"--drop-layers must be a count (1, 2, ...) or a fraction in (0, 1), "
                                      f"got {self.drop_layers}")
         if self.criterion not in CRITERIA:

@@ -1468,3 +1468,14 @@ def test_conv_weight_shared_by_two_inputs_ties_their_spaces(tmp_path):
                                            ("shared_W", 1, 0)})
     prunable(graph, "shared_W", 0, 6, members={("shared_W", 0, 0), ("conv2_W", 1, 0)})
     zero_oracle(proto, tmp_path)
+
+
+def test_tile_repeats_the_channel_layout(tmp_path):
+    """Tile [1, 2, 1, 1]: channel c of conv1 is channels c and 4 + c of the tiled tensor."""
+    g = GraphBuilder()
+    tiled = g.op("Tile", [g.conv(g.input([1, 3, 8, 8]), 3, 4, name="conv1"), g.ints([1, 2, 1, 1], "repeats")])
+    g.output(g.op("Conv", [tiled, g.weight((5, 8, 1, 1), "w2")], name="conv2"))
+    proto = g.model()
+    space = prunable(channel_graph(proto), "conv1_W", 0, 4)
+    assert {(m.offset, m.block) for m in space.weight_members if m.tensor == "w2"} == {(0, 1), (4, 1)}
+    zero_oracle(proto, tmp_path)

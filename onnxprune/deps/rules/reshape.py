@@ -273,6 +273,21 @@ def expand(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
     _fix_target(builder, node, out, shape, rewrite)
 
 
+@rule("Tile")
+def tile(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
+    """Tiling an axis r times repeats its layout r times (repeat_kv written with Tile)."""
+    x, out = node.input[0], node.output[0]
+    tracked = builder.tracked(x)
+    if not tracked:
+        return
+    repeats = builder.param(node, 1)
+    if repeats is None:
+        builder.pin_node(node, "Tile with run-time repeats")
+        return
+    for axis, layout in tracked.items():
+        builder.set_output(out, axis, layout * repeats[axis])
+
+
 @rule("Flatten")
 def flatten(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
     """Flatten is a Reshape to [prod(dims[:axis]), prod(dims[axis:])]: two merge groups."""
