@@ -351,16 +351,12 @@ class Model:
             return self._shapes
         light = self.light_proto(input_shapes)
         infos: dict[str, TensorInfo] = {}
-        for inferred in (_onnx_inference(light), _symbolic_inference(light)):
-            if inferred is None:
-                continue
-            graph = inferred.graph
-            for value in list(graph.input) + list(graph.value_info) + list(graph.output):
-                info = _tensor_info(value)
-                if info is not None and info.shape is not None:
-                    infos[value.name] = info
-                elif info is not None:
-                    infos.setdefault(value.name, info)
+        first = _onnx_inference(light)
+        _collect(first, infos)
+        # sympy is slow to import and the symbolic pass slow on big graphs: only when onnx's own
+        # inference left something unresolved, and not for the concrete shapes of FLOPs counting.
+        if not input_shapes and (first is None or _unresolved(infos)):
+            _collect(_symbolic_inference(light), infos)
         for name, weight in self.weights.items():
             infos[name] = TensorInfo(weight.data_type, weight.shape)
         if not input_shapes:
@@ -467,6 +463,24 @@ class Model:
 def _weight_from_array(name: str, array: np.ndarray) -> WeightData:
     header = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), dims=array.shape)
     return WeightData(header, array=array)
+
+
+def _collect(inferred: onnx.ModelProto | None, infos: dict[str, TensorInfo]) -> None:
+    """Add what `inferred` knows; a shape replaces an entry without one."""
+    if inferred is None:
+        return
+    graph = inferred.graph
+    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+        info = _tensor_info(value)
+        if info is not None and info.shape is not None:
+            infos[value.name] = info
+        elif info is not None:
+            infos.setdefault(value.name, info)
+
+
+def _unresolved(infos: dict[str, TensorInfo]) -> bool:
+    return any(info.shape is None or any(d is None or (isinstance(d, str) and d.startswith("unk__"))
+                                          for d in info.shape) for info in infos.values())
 
 
 def _onnx_inference(light: onnx.ModelProto) -> onnx.ModelProto | None:
