@@ -34,10 +34,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from onnxprune.protoio import _len_field
+
 _GRAPH_FIELD = 7  # ModelProto.graph
 _INITIALIZER_FIELD = 5  # GraphProto.initializer
 _RAW_DATA_FIELD = 9  # TensorProto.raw_data
-_LEN = 2
 # Above this a single-file model breaks protobuf's 2 GiB limit: weights go to OUT.data instead.
 EXTERNAL_THRESHOLD = 1_900_000_000
 OUTPUTS = 10
@@ -121,20 +122,9 @@ def _graph(channels: int, hidden: int, spatial: int, n_conv: int, n_matmul: int,
     return helper.make_graph(nodes, "synthetic_stack", inputs, outputs)
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def _len_key(field: int, length: int) -> bytes:
-    return _varint((field << 3) | _LEN) + _varint(length)
+    # The same wire format onnxprune's streaming writer uses.
+    return _len_field(field, length)
 
 
 def _header(name: str, shape: tuple[int, ...], external: tuple[str, int, int] | None = None) -> bytes:
