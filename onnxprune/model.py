@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,47 +11,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from . import protoio
-from .errors import InvalidModelError, InvalidOptionError, UnsupportedModelError
+from .errors import InvalidModelError, UnsupportedModelError
 from .protoio import WeightData
+from .shapes import TensorInfo, collect, onnx_inference, symbolic_inference, unresolved
 
 MIN_OPSET, MAX_OPSET = 11, 23
-# Beyond this estimated size a single-file model would break protobuf's 2 GiB limit.
-EXTERNAL_DATA_THRESHOLD = 1_900_000_000
 # Integer initializers up to this many elements are shape-like constants that shape inference needs.
 _SHAPE_CONSTANT_LIMIT = 4096
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    elem_type: int
-    shape: tuple[int | str | None, ...] | None  # None when the rank is unknown
-
-    def static_dim(self, axis: int) -> int | None:
-        if self.shape is None or not -len(self.shape) <= axis < len(self.shape):
-            return None
-        dim = self.shape[axis]
-        return dim if isinstance(dim, int) else None
-
-    @property
-    def rank(self) -> int | None:
-        return None if self.shape is None else len(self.shape)
-
-
-def _tensor_info(value_info: onnx.ValueInfoProto) -> TensorInfo | None:
-    if not value_info.type.HasField("tensor_type"):
-        return None
-    tensor_type = value_info.type.tensor_type
-    if not tensor_type.HasField("shape"):
-        return TensorInfo(tensor_type.elem_type, None)
-    dims = []
-    for dim in tensor_type.shape.dim:
-        if dim.HasField("dim_value"):
-            dims.append(int(dim.dim_value))
-        elif dim.HasField("dim_param"):
-            dims.append(dim.dim_param)
-        else:
-            dims.append(None)
-    return TensorInfo(tensor_type.elem_type, tuple(dims))
 
 
 def subgraph_outer_inputs(node: onnx.NodeProto) -> set[str]:
@@ -351,12 +315,12 @@ class Model:
             return self._shapes
         light = self.light_proto(input_shapes)
         infos: dict[str, TensorInfo] = {}
-        first = _onnx_inference(light)
-        _collect(first, infos)
+        first = onnx_inference(light)
+        collect(first, infos)
         # sympy is slow to import and the symbolic pass slow on big graphs: only when onnx's own
         # inference left something unresolved, and not for the concrete shapes of FLOPs counting.
-        if not input_shapes and (first is None or _unresolved(infos)):
-            _collect(_symbolic_inference(light), infos)
+        if not input_shapes and (first is None or unresolved(infos)):
+            collect(symbolic_inference(light), infos)
         for name, weight in self.weights.items():
             infos[name] = TensorInfo(weight.data_type, weight.shape)
         if not input_shapes:
@@ -367,10 +331,8 @@ class Model:
         """Replace stale value_info with freshly inferred shapes."""
         del self.graph.value_info[:]
         self._shapes = None
-        light = self.light_proto()
-        try:
-            inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=False)
-        except Exception:
+        inferred = onnx_inference(self.light_proto())
+        if inferred is None:
             return
         boundary = {t.name for t in self.graph.input} | set(self.output_names) | set(self.weights)
         self.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in boundary)
@@ -385,48 +347,10 @@ class Model:
         return total
 
     def save(self, path: str | os.PathLike, external_data: bool | None = None) -> Path:
-        """Write atomically: a temporary file beside the target, then a rename.
+        """Write atomically (see saving.save_model); the input file is never touched."""
+        from .saving import save_model
 
-        external_data None keeps the input's layout, and switches to external data when the model would
-        not fit protobuf's 2 GiB limit.
-        """
-        path = Path(path)
-        if self.source is not None and path.exists() and _same_file(path, self.source):
-            raise InvalidOptionError(f"output '{path}' is the input model; choose another output path")
-        self._refuse_overwriting_sources(path, None)
-        folder = path.parent if str(path.parent) else Path(".")
-        if not folder.is_dir():
-            raise InvalidOptionError(f"output folder '{folder}' does not exist")
-        if external_data is None:
-            external_data = self.had_external_data or self.nbytes() > EXTERNAL_DATA_THRESHOLD
-        location = f"{path.name}.data"
-        self._refuse_overwriting_sources(path, folder / location if external_data else None)
-        temps: list[str] = []
-        try:
-            model_fd, model_tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-            temps.append(model_tmp)
-            with os.fdopen(model_fd, "wb") as model_file:
-                if external_data:
-                    data_fd, data_tmp = tempfile.mkstemp(dir=folder, prefix=f".{location}.", suffix=".tmp")
-                    temps.append(data_tmp)
-                    with os.fdopen(data_fd, "wb") as data_file:
-                        external_bytes = protoio.write_model(self.proto, self.weights.values(), model_file,
-                                                             external=(data_file, location))
-                        data_file.flush()
-                        os.fsync(data_file.fileno())
-                else:
-                    protoio.write_model(self.proto, self.weights.values(), model_file)
-                model_file.flush()
-                os.fsync(model_file.fileno())
-            if external_data and external_bytes:
-                _replace(temps[1], folder / location)
-            _replace(temps[0], path)
-            temps.clear()
-        finally:
-            for leftover in temps:
-                if os.path.exists(leftover):
-                    os.unlink(leftover)
-        return path
+        return save_model(self, Path(path), external_data)
 
     def source_files(self) -> set[Path]:
         """Files the weights are still read from (the input model and its external data)."""
@@ -434,14 +358,6 @@ class Model:
         if self.source is not None:
             files.add(self.source.resolve())
         return files
-
-    def _refuse_overwriting_sources(self, path: Path, data_path: Path | None) -> None:
-        sources = self.source_files()
-        for target in (path, data_path):
-            if target is not None and target.resolve() in sources:
-                raise InvalidOptionError(
-                    f"writing '{target}' would overwrite the input model's own data; choose another output name"
-                )
 
     def to_proto(self) -> onnx.ModelProto:
         """A self-contained ModelProto with every weight inline (for in-memory use and tests)."""
@@ -463,55 +379,6 @@ class Model:
 def _weight_from_array(name: str, array: np.ndarray) -> WeightData:
     header = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), dims=array.shape)
     return WeightData(header, array=array)
-
-
-def _collect(inferred: onnx.ModelProto | None, infos: dict[str, TensorInfo]) -> None:
-    """Add what `inferred` knows; a shape replaces an entry without one."""
-    if inferred is None:
-        return
-    graph = inferred.graph
-    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
-        info = _tensor_info(value)
-        if info is not None and info.shape is not None:
-            infos[value.name] = info
-        elif info is not None:
-            infos.setdefault(value.name, info)
-
-
-def _unresolved(infos: dict[str, TensorInfo]) -> bool:
-    return any(info.shape is None or any(d is None or (isinstance(d, str) and d.startswith("unk__"))
-                                          for d in info.shape) for info in infos.values())
-
-
-def _onnx_inference(light: onnx.ModelProto) -> onnx.ModelProto | None:
-    try:
-        return onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
-    except Exception:  # custom domains or odd graphs: the other inference may do better
-        return None
-
-
-def _symbolic_inference(light: onnx.ModelProto) -> onnx.ModelProto | None:
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-    except ImportError:  # sympy missing: onnx's inference alone
-        return None
-    try:
-        return SymbolicShapeInference.infer_shapes(light, auto_merge=True, guess_output_rank=False)
-    except Exception:  # it gives up on some ops; onnx's inference still stands
-        return None
-
-
-def _replace(temp: str, target: Path) -> None:
-    # os.replace swaps the directory entry: a symlink at `target` is replaced, never followed.
-    os.chmod(temp, 0o644)
-    os.replace(temp, target)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _has_side_effects(node: onnx.NodeProto) -> bool:
