@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .calibration import load_calibration
 from .errors import InvalidModelError, InvalidOptionError
-from .inputs import random_feeds
 from .model import Model
 from .pipeline import Context, Pass, run_pipeline
 from .plan import Budget
@@ -24,7 +24,10 @@ class PruneOptions:
     structured: float = 0.0
     heads: float = 0.0
     drop_layers: float = 0.0
-    criterion: str = "l1"
+    criterion: str | None = None  # None: wanda with --calib, l1 without
+    calib: str | None = None
+    compensate: bool | None = None  # None: on when calibration data is given
+    calib_batch: int = 8
     global_ranking: bool = False
     round_to: int = 1
     exclude: list[str] = field(default_factory=list)
@@ -33,10 +36,10 @@ class PruneOptions:
     seed: int = 0
     external_data: bool | None = None
     latency_runs: int = 20
-    samples: int = 4  # random inputs for layer scoring
+    samples: int = 4  # random batches when there is no calibration data
 
     def check(self) -> None:
-        from onnxprune.passes import CRITERIA
+        from onnxprune.passes import ACTIVATION_CRITERIA, CRITERIA
 
         if not 0.0 <= self.structured < 1.0:
             raise InvalidOptionError(f"--structured must be in [0, 1), got {self.structured}")
@@ -46,23 +49,48 @@ class PruneOptions:
                 self.drop_layers >= 1 and self.drop_layers != int(self.drop_layers)):
             raise InvalidOptionError(f"--drop-layers must be a count (1, 2, ...) or a fraction in (0, 1), "
                                      f"got {self.drop_layers}")
-        if self.criterion not in CRITERIA:
-            raise InvalidOptionError(f"--criterion '{self.criterion}' is unknown (choose from {', '.join(CRITERIA)})")
+        known = [*CRITERIA, *ACTIVATION_CRITERIA]
+        if self.criterion is not None and self.criterion not in known:
+            raise InvalidOptionError(f"--criterion '{self.criterion}' is unknown (choose from {', '.join(known)})")
+        if self.calib_batch < 1:
+            raise InvalidOptionError(f"--calib-batch must be at least 1, got {self.calib_batch}")
         if self.round_to < 1:
             raise InvalidOptionError(f"--round-to must be at least 1, got {self.round_to}")
 
 
-def build_passes(options: PruneOptions, feeds: list | None = None) -> list[Pass]:
+def effective_criterion(options: PruneOptions) -> str:
+    return options.criterion or ("wanda" if options.calib else "l1")
+
+
+def build_passes(options: PruneOptions, calibration=None) -> list[Pass]:
     """Layers first (whole blocks), then channels and heads in what is left."""
-    from onnxprune.passes import CRITERIA, ChannelBudget, DropLayers, RemoveChannels
+    from onnxprune.passes import (
+        ACTIVATION_CRITERIA,
+        CRITERIA,
+        ActivationScores,
+        AddBiasSlots,
+        ChannelBudget,
+        Compensate,
+        DropLayers,
+        DropZeroBiases,
+        RemoveChannels,
+    )
 
     passes: list[Pass] = []
     if options.drop_layers:
-        passes.append(DropLayers(options.drop_layers, feeds or []))
+        passes.append(DropLayers(options.drop_layers, calibration.feeds if calibration else []))
     if options.structured or options.heads or not options.drop_layers:
+        criterion = effective_criterion(options)
+        compensate = options.compensate if options.compensate is not None else options.calib is not None
+        compensate = compensate and calibration is not None
         channels = Budget(options.structured, options.global_ranking, options.round_to)
         heads = Budget(options.heads, options.global_ranking)
-        passes += [CRITERIA[options.criterion](), ChannelBudget(channels, heads), RemoveChannels()]
+        scores = ActivationScores(criterion, calibration) if criterion in ACTIVATION_CRITERIA else CRITERIA[criterion]()
+        passes += [AddBiasSlots()] if compensate else []
+        passes += [scores, ChannelBudget(channels, heads)]
+        passes += [Compensate(calibration)] if compensate else []
+        passes += [RemoveChannels()]
+        passes += [DropZeroBiases()] if compensate else []
     return passes
 
 
@@ -95,8 +123,12 @@ def prune(
     before = model_stats(model, shapes)
     context = Context(model, options={"exclude": options.exclude}, log=log)
     context.report.update(input=str(source), output=str(target), seed=options.seed, notes=notes)
-    feeds = random_feeds(specs, shapes, options.seed, count=options.samples) if options.drop_layers else None
-    run_pipeline(build_passes(options, feeds), context)
+    calibration = None
+    if options.calib or options.drop_layers or options.compensate or effective_criterion(options) in (
+            "wanda", "fluctuation", "obs", "contribution"):
+        calibration = load_calibration(options.calib, specs, shapes, seed=options.seed, batch=options.calib_batch,
+                                       random_batches=options.samples, log=log)
+    run_pipeline(build_passes(options, calibration), context)
     after = model_stats(model, shapes)
     model.save(target, external_data=options.external_data)
     report = context.report

@@ -29,6 +29,16 @@ def main() -> None:
     """Prune exported ONNX models: smaller, faster, still valid."""
 
 
+def _progress_log(message: str) -> None:
+    """Progress lines ('\r...') overwrite each other on a terminal and are skipped elsewhere."""
+    if message.startswith("\r") or message == "":
+        if sys.stderr.isatty():
+            sys.stderr.write(message if message else "\n")
+            sys.stderr.flush()
+        return
+    click.echo(message, err=True)
+
+
 def _fail(message: str, code: int = 2) -> None:
     click.echo(f"onnxprune: error: {message}", err=True)
     sys.exit(code)
@@ -43,7 +53,14 @@ def _fail(message: str, code: int = 2) -> None:
               help="Fraction of the attention heads (or KV groups, with GQA) of every attention to remove.")
 @click.option("--drop-layers", type=float, default=0.0, show_default=True,
               help="Residual blocks to remove: a count (2) or a fraction of all blocks (0.25).")
-@click.option("--criterion", default="l1", show_default=True, help="Channel score: l1, l2 or bn-scale.")
+@click.option("--criterion", default=None,
+              help="Channel score: l1, l2, bn-scale (weights only) or wanda, fluctuation, obs, contribution "
+                   "(with activations). Default: wanda with --calib, else l1.")
+@click.option("--calib", metavar="DATA", help="Calibration inputs: an .npz (input name -> [N, ...]) or a .py "
+                                              "script with load_data() yielding feed dicts.")
+@click.option("--calib-batch", type=int, default=8, show_default=True, help="Samples per batch from an .npz.")
+@click.option("--compensate/--no-compensate", default=None,
+              help="Refit kept weights and biases by least squares on calibration data (default: on with --calib).")
 @click.option("--global", "global_ranking", is_flag=True,
               help="Rank channels of all spaces together (normalized scores) instead of the same ratio everywhere.")
 @click.option("--round-to", type=int, default=1, show_default=True, help="Keep channel counts multiples of N.")
@@ -56,7 +73,8 @@ def _fail(message: str, code: int = 2) -> None:
 @click.option("--external-data/--no-external-data", default=None,
               help="Store weights in OUT.data (default: as the input did, or when over 2 GB).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
-def prune_command(source, target, structured, heads, drop_layers, criterion, global_ranking, round_to, exclude,
+def prune_command(source, target, structured, heads, drop_layers, criterion, calib, calib_batch, compensate,
+                  global_ranking, round_to, exclude,
                   validate, shapes, seed, report_path, external_data, quiet) -> None:
     """Remove channels from IN and write the smaller model to OUT."""
     from .api import PruneOptions, check_report_path, prune, write_json
@@ -65,9 +83,10 @@ def prune_command(source, target, structured, heads, drop_layers, criterion, glo
 
     if report_path:
         check_report_path(report_path)
-    log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
+    log = (lambda message: None) if quiet else _progress_log
     options = PruneOptions(
-        structured=structured, heads=heads, drop_layers=drop_layers, criterion=criterion,
+        structured=structured, heads=heads, drop_layers=drop_layers, criterion=criterion, calib=calib,
+        calib_batch=calib_batch, compensate=compensate,
         global_ranking=global_ranking, round_to=round_to,
         exclude=list(exclude), validate=validate, shapes=parse_shapes(shapes), seed=seed,
         external_data=external_data,

@@ -5,7 +5,9 @@ Scoring criteria are registered in CRITERIA by the name the CLI's --criterion ta
 
 from __future__ import annotations
 
+from .activation import ActivationScores
 from .budget import ChannelBudget
+from .compensate import AddBiasSlots, Compensate, DropZeroBiases
 from .layers import DropLayers
 from .magnitude import BatchNormScale, Magnitude
 from .remove_channels import RemoveChannels
@@ -15,5 +17,10 @@ CRITERIA = {
     "l2": lambda: Magnitude(p=2),
     "bn-scale": BatchNormScale,
 }
+# Criteria that read activations: they take the calibration data.
+ACTIVATION_CRITERIA = ("wanda", "fluctuation", "obs", "contribution")
 
-__all__ = ["CRITERIA", "BatchNormScale", "ChannelBudget", "DropLayers", "Magnitude", "RemoveChannels"]
+__all__ = [
+    "ACTIVATION_CRITERIA", "CRITERIA", "ActivationScores", "AddBiasSlots", "BatchNormScale", "ChannelBudget",
+    "Compensate", "DropLayers", "DropZeroBiases", "Magnitude", "RemoveChannels",
+]

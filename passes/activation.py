@@ -1,0 +1,145 @@
+"""Calibration-aware channel scores: what a channel actually contributes, not just its weights.
+
+A space's score sums, over every consumer layer that reads its channels (MatMul, Gemm, Conv), a
+criterion of the consumer's weight columns and the activation statistics of those channels:
+
+- wanda:        sum_rows |W_rc| * ||X_c||               (Wanda, structured: per input channel)
+- fluctuation:  Var(X_c) * ||W_:c||^2                   (FLAP: how much the output moves)
+- obs:          ||W_:c||^2 / [H^-1]_cc, H = X^T X       (Optimal Brain Surgeon: output error of removal)
+- contribution: ||X_B W_B||^2 over the channel's block  (a head's contribution to the output projection)
+
+Spaces with no consumer these criteria understand keep their L1 magnitude (scaled to the space).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from onnxprune.activations import collect_stats
+from onnxprune.calibration import CalibrationData
+from onnxprune.deps import ChannelSpace, Member
+from onnxprune.model import Model
+from onnxprune.pipeline import Context
+
+from .magnitude import group_norm
+
+DAMPING = 0.01  # of the mean diagonal of H, as in OBS/SparseGPT
+
+
+@dataclass
+class ConsumerPair:
+    """A weight that reads the space's channels, and the activation tensor it reads them from."""
+
+    node: onnx.NodeProto
+    weight: Member  # the weight's member on its input (K) axis
+    x: str
+    x_axis: int
+    x_member: Member
+
+    def matrix(self, model: Model) -> np.ndarray:
+        """The weight as [K, outputs] in float64 (a view-free copy)."""
+        array = np.asarray(model.weight(self.weight.tensor), dtype=np.float64)
+        if self.node.op_type == "Conv":
+            return array.reshape(array.shape[0], array.shape[1], -1).transpose(1, 0, 2).reshape(array.shape[1], -1)
+        return array if self.weight.axis == 0 else array.T
+
+    @property
+    def linear(self) -> bool:
+        """True when y = X W exactly (so a Gram-based refit is exact): MatMul, Gemm, 1x1 Conv."""
+        return self.node.op_type != "Conv" or all(
+            int(d) == 1 for d in _attr(self.node, "kernel_shape", [1]))
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return onnx.helper.get_attribute_value(attribute)
+    return default
+
+
+def consumer_pairs(model: Model, space: ChannelSpace) -> list[ConsumerPair]:
+    pairs = []
+    for member in space.weight_members:
+        for node, index in model.consumers(member.tensor):
+            if index != 1 or not node.input or model.is_weight(node.input[0]):
+                continue
+            x = node.input[0]
+            if node.op_type == "MatMul" and member.axis == 0 and len(model.weights[member.tensor].shape) == 2:
+                rank = len(model.infer_shapes().get(x).shape or ())
+                x_axis = rank - 1
+            elif node.op_type == "Gemm" and not _attr(node, "transA", 0) and member.axis == (
+                    1 if _attr(node, "transB", 0) else 0):
+                x_axis = 1
+            elif node.op_type == "Conv" and member.axis == 1 and _attr(node, "group", 1) == 1:
+                x_axis = 1
+            else:
+                continue
+            x_member = next((m for m in space.members if m.tensor == x and m.axis == x_axis
+                             and m.offset == member.offset and m.block == member.block), None)
+            if x_member is not None:
+                pairs.append(ConsumerPair(node, member, x, x_axis, x_member))
+    return pairs
+
+
+def _per_channel(values: np.ndarray, member: Member, size: int) -> np.ndarray:
+    window = values[member.offset:member.offset + size * member.block]
+    return window.reshape(size, member.block).sum(axis=1)
+
+
+def score_space(model: Model, space: ChannelSpace, pairs: list[ConsumerPair], stats, criterion: str) -> np.ndarray:
+    total = np.zeros(space.size)
+    for pair in pairs:
+        entry = stats[pair.x]
+        matrix = pair.matrix(model)  # [K, out]
+        if criterion == "wanda":
+            values = np.abs(matrix).sum(axis=1) * entry.norm
+        elif criterion == "fluctuation":
+            values = np.square(matrix).sum(axis=1) * entry.variance
+        elif criterion == "obs":
+            gram = entry.gram[:-1, :-1]
+            damped = gram + DAMPING * np.mean(np.diag(gram)) * np.eye(len(gram))
+            values = np.square(matrix).sum(axis=1) / np.diag(np.linalg.inv(damped))
+        else:  # contribution: the energy of each block's share of the layer output
+            gram = entry.gram[:-1, :-1]
+            start = pair.x_member.offset
+            values = np.zeros(len(gram))
+            for channel in range(space.size):
+                block = slice(start + channel * pair.x_member.block, start + (channel + 1) * pair.x_member.block)
+                rows = matrix[block]
+                values[block.start] = float(np.einsum("ij,ik,kj->", rows, gram[block, block], rows))
+        total += _per_channel(values, pair.x_member, space.size)
+    return total
+
+
+class ActivationScores:
+    """Score every prunable space with a calibration-aware criterion."""
+
+    def __init__(self, criterion: str, calibration: CalibrationData):
+        assert criterion in ("wanda", "fluctuation", "obs", "contribution")
+        self.criterion = criterion
+        self.calibration = calibration
+        self.name = f"score-{criterion}"
+
+    def run(self, context: Context) -> None:
+        model, graph = context.model, context.channel_graph()
+        pairs = {space.id: consumer_pairs(model, space) for space in graph.prunable}
+        needs_gram = self.criterion in ("obs", "contribution")
+        requests = {pair.x: pair.x_axis for space_pairs in pairs.values() for pair in space_pairs}
+        gram = set(requests) if needs_gram else set()
+        stats = collect_stats(model, requests, self.calibration, gram, log=context.log)
+        context.scores = {}
+        fallback = []
+        for space in graph.prunable:
+            usable = [p for p in pairs[space.id] if not needs_gram or p.linear]
+            if usable:
+                context.scores[space.id] = score_space(model, space, usable, stats, self.criterion)
+            else:
+                fallback.append(space.id)
+                context.scores[space.id] = group_norm(model, space, 1)
+        context.report["criterion"] = self.criterion
+        context.report["calibration"] = {"source": self.calibration.source, "samples": self.calibration.samples,
+                                         "batches": len(self.calibration)}
+        context.report["spaces_scored_by_magnitude"] = fallback
