@@ -2,8 +2,9 @@
 
     python -m bench.transformers [--sentences 128] [--skip-tinylm] [--skip-minilm]
 
-For each mode (heads, FFN channels, whole residual blocks, combined) it prunes with onnxprune
-(magnitude scores, no calibration data), then measures in one process:
+For each mode (heads, FFN channels, whole residual blocks, combined) it prunes with onnxprune, with
+magnitude scores and, for the modes marked "calib", with calibration data (Wanda-style activation
+scores, or head contributions, plus least-squares compensation), then measures in one process:
 - MiniLM: mean cosine similarity between the dense and pruned sentence embeddings of real English
   sentences, and ONNX Runtime CPU latency of both (interleaved);
 - tinylm: held-out perplexity (next byte) of the dense and pruned model.
@@ -23,18 +24,27 @@ from onnxprune import latency, runtime
 
 from ._common import machine_facts, table, write_results
 
+CALIB = "CALIB"  # replaced by the calibration file of the model at hand
 MODES = {
     "heads 0.25": {"heads": 0.25},
+    "heads 0.25 calib": {"heads": 0.25, "calib": CALIB, "criterion": "contribution"},
     "heads 0.5": {"heads": 0.5},
+    "heads 0.5 calib": {"heads": 0.5, "calib": CALIB, "criterion": "contribution"},
     "ffn 0.3": {"structured": 0.3},
+    "ffn 0.3 calib": {"structured": 0.3, "calib": CALIB},
+    "ffn 0.3 calib obs": {"structured": 0.3, "calib": CALIB, "criterion": "obs"},
     "ffn 0.5": {"structured": 0.5},
+    "ffn 0.5 calib": {"structured": 0.5, "calib": CALIB},
     "drop-layers 1": {"drop_layers": 1},
+    "drop-layers 1 calib": {"drop_layers": 1, "calib": CALIB},
     "drop-layers 2": {"drop_layers": 2},
     "heads 0.25 + ffn 0.3": {"heads": 0.25, "structured": 0.3},
+    "heads 0.25 + ffn 0.3 calib": {"heads": 0.25, "structured": 0.3, "calib": CALIB},
 }
 
 
-def _prune(source: Path, target: Path, mode: dict) -> dict:
+def _prune(source: Path, target: Path, mode: dict, calib: Path) -> dict:
+    mode = {key: (str(calib) if value == CALIB else value) for key, value in mode.items()}
     options = onnxprune.PruneOptions(validate=False, **mode)
     return onnxprune.prune(source, target, options)
 
@@ -45,11 +55,13 @@ def minilm(work: Path, sentences: int) -> list[dict]:
 
     dense = models.build("minilm", "torchscript", work / "minilm.onnx")
     feed = mini.tokenize(mini.sample_sentences(sentences, seed=0))
+    calib = work / "minilm_calib.npz"  # other sentences than the evaluation ones
+    np.savez(calib, **mini.tokenize(mini.sample_sentences(128, seed=1)))
     reference = runtime.run(runtime.create_session(dense), feed)["sentence_embedding"]
     rows = []
     for label, mode in MODES.items():
         pruned = work / f"minilm_{label.replace(' ', '_')}.onnx"
-        report = _prune(dense, pruned, mode)
+        report = _prune(dense, pruned, mode, calib)
         sessions = {"dense": runtime.create_session(dense), "pruned": runtime.create_session(pruned)}
         got = runtime.run(sessions["pruned"], feed)["sentence_embedding"]
         cosine = np.sum(reference * got, axis=1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(got, axis=1))
@@ -74,10 +86,14 @@ def tinylm(work: Path) -> list[dict]:
 
     dense = models.build("tinylm", "torchscript", work / "tinylm.onnx")
     base = lm.perplexity_onnx(dense, "heldout")
+    train = lm.dataset("train")
+    windows = np.random.default_rng(0).integers(0, len(train) - 128, size=64)
+    calib = work / "tinylm_calib.npz"  # 64 windows of 128 bytes of the training text
+    np.savez(calib, input_ids=np.stack([train[i:i + 128] for i in windows]).astype(np.int64))
     rows = [{"mode": "dense", "heldout_perplexity": base, "params": None}]
     for label, mode in MODES.items():
         pruned = work / f"tinylm_{label.replace(' ', '_')}.onnx"
-        report = _prune(dense, pruned, mode)
+        report = _prune(dense, pruned, mode, calib)
         rows.append({"mode": label, "heldout_perplexity": lm.perplexity_onnx(pruned, "heldout"),
                      "params": report["after"]["params"], "params_before": report["before"]["params"]})
     rows[0]["params"] = rows[1]["params_before"]

@@ -28,6 +28,9 @@ class PruneOptions:
     calib: str | None = None
     compensate: bool | None = None  # None: on when calibration data is given
     calib_batch: int = 8
+    target_flops: float | None = None  # keep this fraction of the FLOPs (per-space ratios from sensitivity)
+    target_params: float | None = None
+    target_latency: float | None = None  # keep this fraction of the measured ORT latency
     global_ranking: bool = False
     round_to: int = 1
     exclude: list[str] = field(default_factory=list)
@@ -52,6 +55,12 @@ class PruneOptions:
         known = [*CRITERIA, *ACTIVATION_CRITERIA]
         if self.criterion is not None and self.criterion not in known:
             raise InvalidOptionError(f"--criterion '{self.criterion}' is unknown (choose from {', '.join(known)})")
+        for name in ("target_flops", "target_params", "target_latency"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < 1:
+                raise InvalidOptionError(f"--{name.replace('_', '-')} must be in (0, 1), got {value}")
+        if sum(v is not None for v in (self.target_flops, self.target_params, self.target_latency)) > 1:
+            raise InvalidOptionError("give only one of --target-flops, --target-params, --target-latency")
         if self.calib_batch < 1:
             raise InvalidOptionError(f"--calib-batch must be at least 1, got {self.calib_batch}")
         if self.round_to < 1:
@@ -62,7 +71,7 @@ def effective_criterion(options: PruneOptions) -> str:
     return options.criterion or ("wanda" if options.calib else "l1")
 
 
-def build_passes(options: PruneOptions, calibration=None) -> list[Pass]:
+def build_passes(options: PruneOptions, calibration=None, shapes=None) -> list[Pass]:
     """Layers first (whole blocks), then channels and heads in what is left."""
     from onnxprune.passes import (
         ACTIVATION_CRITERIA,
@@ -79,7 +88,9 @@ def build_passes(options: PruneOptions, calibration=None) -> list[Pass]:
     passes: list[Pass] = []
     if options.drop_layers:
         passes.append(DropLayers(options.drop_layers, calibration.feeds if calibration else []))
-    if options.structured or options.heads or not options.drop_layers:
+    target = (("flops", options.target_flops) if options.target_flops is not None else
+              ("params", options.target_params) if options.target_params is not None else None)
+    if options.structured or options.heads or target or not options.drop_layers:
         criterion = effective_criterion(options)
         compensate = options.compensate if options.compensate is not None else options.calib is not None
         compensate = compensate and calibration is not None
@@ -87,7 +98,12 @@ def build_passes(options: PruneOptions, calibration=None) -> list[Pass]:
         heads = Budget(options.heads, options.global_ranking)
         scores = ActivationScores(criterion, calibration) if criterion in ACTIVATION_CRITERIA else CRITERIA[criterion]()
         passes += [AddBiasSlots()] if compensate else []
-        passes += [scores, ChannelBudget(channels, heads)]
+        if target:
+            from onnxprune.passes.sensitivity import TargetBudget
+
+            passes += [scores, TargetBudget(calibration, target[1], target[0], shapes or {}, options.round_to)]
+        else:
+            passes += [scores, ChannelBudget(channels, heads)]
         passes += [Compensate(calibration)] if compensate else []
         passes += [RemoveChannels()]
         passes += [DropZeroBiases()] if compensate else []
@@ -123,12 +139,14 @@ def prune(
     before = model_stats(model, shapes)
     context = Context(model, options={"exclude": options.exclude}, log=log)
     context.report.update(input=str(source), output=str(target), seed=options.seed, notes=notes)
+    if options.target_latency is not None:
+        return _prune_to_latency(source, target, options, log)
     calibration = None
-    if options.calib or options.drop_layers or options.compensate or effective_criterion(options) in (
-            "wanda", "fluctuation", "obs", "contribution"):
+    if options.calib or options.drop_layers or options.compensate or options.target_flops or (
+            options.target_params) or effective_criterion(options) in ("wanda", "fluctuation", "obs", "contribution"):
         calibration = load_calibration(options.calib, specs, shapes, seed=options.seed, batch=options.calib_batch,
                                        random_batches=options.samples, log=log)
-    run_pipeline(build_passes(options, calibration), context)
+    run_pipeline(build_passes(options, calibration, shapes), context)
     after = model_stats(model, shapes)
     model.save(target, external_data=options.external_data)
     report = context.report
@@ -137,6 +155,47 @@ def prune(
     report["shapes"] = {name: list(shape) for name, shape in shapes.items()}
     if options.validate:
         log("validating in ONNX Runtime")
+        report["validation"] = compare_models(source, target, specs, shapes, options.seed, runs=options.latency_runs)
+    return report
+
+
+def _prune_to_latency(source: Path, target: Path, options: PruneOptions, log: Callable[[str], None]) -> dict:
+    """Bisect on a FLOPs target until ONNX Runtime, on this machine, measures the latency asked for."""
+    import dataclasses
+    import tempfile
+
+    from . import latency, runtime
+    from .inputs import random_feeds
+
+    goal = options.target_latency
+    low, high, best = 0.05, 0.99, None
+    trials = []
+    with tempfile.TemporaryDirectory(prefix="onnxprune-latency-") as folder:
+        for step in range(5):
+            flops = (low + high) / 2
+            candidate = Path(folder) / f"candidate{step}.onnx"
+            trial = dataclasses.replace(options, target_latency=None, target_flops=flops, validate=False)
+            report = prune(source, candidate, trial, log)
+            model = Model.load(candidate)
+            specs, shapes, _ = validation_inputs(model, options.shapes, options.seed)
+            feed = random_feeds(specs, shapes, options.seed)[0]
+            sessions = {"original": runtime.create_session(source), "pruned": runtime.create_session(candidate)}
+            timing = latency.measure_interleaved(sessions, {"original": feed, "pruned": feed}, runs=30)
+            ratio = timing["pruned"].median_ms / timing["original"].median_ms
+            trials.append({"target_flops": round(flops, 4), "latency_ratio": round(ratio, 4)})
+            log(f"target-latency: FLOPs target {flops:.3f} gives latency x{ratio:.3f}")
+            if ratio <= goal:
+                best, low = (candidate, report), flops
+            else:
+                high = flops
+        if best is None:
+            raise InvalidOptionError(f"--target-latency {goal}: not reached even at 5% of the FLOPs")
+        Model.load(best[0]).save(target, external_data=options.external_data)
+    report = best[1]
+    report["output"] = str(target)
+    report["latency_search"] = {"target": goal, "trials": trials}
+    if options.validate:
+        specs, shapes, _ = validation_inputs(Model.load(source), options.shapes, options.seed)
         report["validation"] = compare_models(source, target, specs, shapes, options.seed, runs=options.latency_runs)
     return report
 

@@ -59,6 +59,9 @@ def _fail(message: str, code: int = 2) -> None:
 @click.option("--calib", metavar="DATA", help="Calibration inputs: an .npz (input name -> [N, ...]) or a .py "
                                               "script with load_data() yielding feed dicts.")
 @click.option("--calib-batch", type=int, default=8, show_default=True, help="Samples per batch from an .npz.")
+@click.option("--target-flops", type=float, help="Keep this fraction of the FLOPs; per-space ratios from sensitivity.")
+@click.option("--target-params", type=float, help="Keep this fraction of the parameters.")
+@click.option("--target-latency", type=float, help="Keep this fraction of the ORT latency measured here.")
 @click.option("--compensate/--no-compensate", default=None,
               help="Refit kept weights and biases by least squares on calibration data (default: on with --calib).")
 @click.option("--global", "global_ranking", is_flag=True,
@@ -73,7 +76,8 @@ def _fail(message: str, code: int = 2) -> None:
 @click.option("--external-data/--no-external-data", default=None,
               help="Store weights in OUT.data (default: as the input did, or when over 2 GB).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
-def prune_command(source, target, structured, heads, drop_layers, criterion, calib, calib_batch, compensate,
+def prune_command(source, target, structured, heads, drop_layers, criterion, calib, calib_batch, target_flops,
+                  target_params, target_latency, compensate,
                   global_ranking, round_to, exclude,
                   validate, shapes, seed, report_path, external_data, quiet) -> None:
     """Remove channels from IN and write the smaller model to OUT."""
@@ -86,7 +90,8 @@ def prune_command(source, target, structured, heads, drop_layers, criterion, cal
     log = (lambda message: None) if quiet else _progress_log
     options = PruneOptions(
         structured=structured, heads=heads, drop_layers=drop_layers, criterion=criterion, calib=calib,
-        calib_batch=calib_batch, compensate=compensate,
+        calib_batch=calib_batch, compensate=compensate, target_flops=target_flops, target_params=target_params,
+        target_latency=target_latency,
         global_ranking=global_ranking, round_to=round_to,
         exclude=list(exclude), validate=validate, shapes=parse_shapes(shapes), seed=seed,
         external_data=external_data,
@@ -112,6 +117,33 @@ def inspect_command(source, as_json, verbose) -> None:
     graph = build_channel_graph(Model.load(source))
     spaces = [space.to_dict() for space in graph.spaces]
     click.echo(json.dumps(spaces, indent=2) if as_json else inspect_table(spaces, verbose))
+
+
+@main.command("sensitivity")
+@click.argument("source", metavar="IN")
+@click.option("--calib", metavar="DATA", help="Calibration inputs (.npz or a .py with load_data()).")
+@click.option("--criterion", default=None, help="Score that picks the channels to drop at each ratio.")
+@click.option("--shapes", multiple=True, metavar="NAME:DIMS", help="Shapes for symbolic dims.")
+@click.option("--plot", "plot_path", metavar="PNG", help="Write the curves as a plot.")
+@click.option("--json", "json_path", metavar="PATH", help="Write the curves as JSON.")
+def sensitivity_command(source, calib, criterion, shapes, plot_path, json_path) -> None:
+    """Prune each channel space alone at several ratios and measure the output error."""
+    from .api import PruneOptions, check_report_path, write_json
+    from .inputs import parse_shapes
+    from .sensitivity import analyze, plot
+
+    for path in (json_path, plot_path):
+        if path:
+            check_report_path(path)
+    result = analyze(source, PruneOptions(criterion=criterion, calib=calib, shapes=parse_shapes(shapes)),
+                     log=_progress_log)
+    for curve in result["curves"]:
+        points = ", ".join(f"{r:.1f}:{e:.2g}" for r, e in zip(curve["ratios"], curve["errors"]))
+        click.echo(f"[{curve['space']:>3}] {curve['label'][:60]:60} {points}")
+    if json_path:
+        write_json(result, json_path)
+    if plot_path:
+        plot(result, plot_path)
 
 
 def run() -> None:

@@ -44,9 +44,13 @@ class FlopsReport:
     unknown: list[str] = field(default_factory=list)
     uncounted: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Per node, keyed by its first output (stable across renames of nodes); left out of to_dict.
+    by_node: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("by_node")
+        return data
 
 
 # --- parameters and size -------------------------------------------------------------
@@ -165,6 +169,8 @@ def count_flops(
             report.unknown.append(label)
             continue
         report.by_op_type[node.op_type] = report.by_op_type.get(node.op_type, 0) + flops
+        if node.output:
+            report.by_node[node.output[0]] = flops
         report.total += flops
     return report
 

@@ -133,3 +133,41 @@ def test_loader_script_and_errors(tmp_path):
         load_calibration(tmp_path / "x.txt", specs, {"x": (1, 8)})
     random = load_calibration(None, specs, {"x": (2, 8)}, random_batches=3)
     assert random.source == "random" and len(random) == 3
+
+
+def test_target_flops_and_params_are_reached_by_sensitivity_allocation(zoo, tmp_path):
+    import models
+
+    source = zoo("yolo")
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, **models.example_inputs("yolo", batch=8))
+    for metric in ("flops", "params"):
+        out = tmp_path / f"{metric}.onnx"
+        options = PruneOptions(calib=str(calib), validate=False, **{f"target_{metric}": 0.6})
+        report = prune(source, out, options)
+        kept = report["after"][metric] / report["before"][metric]
+        assert abs(kept - 0.6) < 0.05, (metric, kept, report["target_search"])
+        assert report["sensitivity"] and all(c["ratios"] for c in report["sensitivity"])
+        ratios = set(report["budget"]["ratios"].values())
+        assert len(ratios) > 1, "allocation should differ between spaces"
+        check_valid(out)
+
+
+def test_sensitivity_command_writes_curves_and_plot(zoo, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import models
+
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, **models.example_inputs("resnet", batch=8))
+    result = subprocess.run([sys.executable, "-m", "onnxprune", "sensitivity", str(zoo("resnet")), "--calib",
+                             str(calib), "--json", str(tmp_path / "s.json"), "--plot", str(tmp_path / "s.png")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    curves = json.loads((tmp_path / "s.json").read_text())["curves"]
+    assert curves and all(len(c["errors"]) == len(c["ratios"]) > 0 for c in curves)
+    # Removing more of a space never helps much: errors grow with the ratio (on average).
+    assert np.mean([c["errors"][-1] >= c["errors"][0] for c in curves]) > 0.8
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
