@@ -171,3 +171,14 @@ def test_sensitivity_command_writes_curves_and_plot(zoo, tmp_path):
     # Removing more of a space never helps much: errors grow with the ratio (on average).
     assert np.mean([c["errors"][-1] >= c["errors"][0] for c in curves]) > 0.8
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_target_latency_searches_flops_targets_with_ort_timings(zoo, tmp_path):
+    """A big batch makes the MLP compute-bound, so latency follows the FLOPs."""
+    out = tmp_path / "out.onnx"
+    report = prune(zoo("mlp"), out, PruneOptions(target_latency=0.7, shapes={"input": (4096, 64)},
+                                                 validate=False, latency_runs=5))
+    trials = report["latency_search"]["trials"]
+    assert len(trials) == 5
+    assert any(trial["latency_ratio"] <= 0.7 for trial in trials)
+    check_valid(out)

@@ -1,0 +1,572 @@
+"""onnxprune against Torch-Pruning on the same PyTorch models, at the same channel budget.
+
+    python -m bench.torch_pruning [--ratios 0.2,0.3,0.4] [--skip-minilm] [--skip-cnn]
+
+Torch-Pruning (https://github.com/VainF/Torch-Pruning, ``pip install torch-pruning``) prunes the
+torch module; onnxprune prunes the ONNX export of the same module (``models.build(name,
+"torchscript", ...)``). Every pruned model, Torch-Pruning's included, is then exported to ONNX and
+measured the same way in one process, under ONNX Runtime:
+
+- all-MiniLM-L6-v2: only the FFN intermediate channels (``intermediate.dense`` outputs /
+  ``output.dense`` inputs), ratio r per layer; mean and minimum cosine similarity of the sentence
+  embeddings to the dense model's on 128 held-out real sentences;
+- resnet, mobile, yolo: every prunable channel group except the output layers, ratio r per group;
+  per-sample cosine of the flattened outputs and top-1 agreement (classifiers) with the dense
+  model on 64 held-out random inputs;
+- parameters and FLOPs (onnxprune.stats.model_stats on each ONNX file, batch 1), and ORT CPU
+  latency of all variants, interleaved (onnxprune.latency.measure_interleaved).
+
+Methods: onnxprune ``l1`` (no data), ``wanda`` (calibration data, no compensation) and
+``wanda+comp`` (``--calib``: the default wanda score plus least-squares compensation);
+Torch-Pruning ``MagnitudeImportance(p=1)``, ``(p=2)`` and ``TaylorImportance()`` with
+``global_pruning=False``. Budgets are matched channel for channel (see ``tp_ratio_dict``).
+Results go to bench/results/torch_pruning.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._common import machine_facts, table, write_results
+
+CNNS = ("resnet", "mobile", "yolo")
+CLASSIFIERS = ("resnet", "mobile")
+CNN_SHAPE = (1, 3, 64, 64)
+TEXT_SEQ = 64  # sequence length of the FLOPs count for MiniLM (latency uses real sentences)
+LATENCY_BATCH = {"minilm": 8, "resnet": 32, "mobile": 64, "yolo": 32}
+CALIB_SAMPLES = 128
+EVAL_SAMPLES = {"minilm": 128, "cnn": 64}
+TAYLOR_BATCH = 32
+ONNXPRUNE_METHODS = ("onnxprune l1", "onnxprune wanda", "onnxprune wanda+comp")
+TP_METHODS = ("tp l1", "tp l2", "tp taylor")
+NOOP = "onnxprune r=0"  # latency reference: the dense model through onnxprune, no channel removed
+TAYLOR_LOSS = {
+    "minilm": "in-batch retrieval cross-entropy against the dense embeddings: logits = 20 * "
+              "E_model @ E_dense^T over a batch of 32 calibration sentences, target = the same "
+              "sentence (MultipleNegativesRanking-style self-distillation)",
+    "resnet": "cross-entropy of the logits against the dense model's own top-1 class (pseudo-labels)",
+    "mobile": "cross-entropy of the logits against the dense model's own top-1 class (pseudo-labels)",
+    "yolo": "output energy: 0.5 * mean over the three head outputs of the squared activations",
+}
+WHY_NOT_MSE = ("MSE to the dense output is exactly 0 before pruning (the model still is the dense "
+               "model), so its gradient is 0 and every Taylor score would be 0; MiniLM's output is "
+               "L2-normalized, so its norm is constant and has no gradient either.")
+
+
+# ---------------------------------------------------------------------------------------------
+# budgets
+
+
+def removal_count(size: int, ratio: float) -> int:
+    """onnxprune's count (plan.removal_count at round_to 1): floor(ratio * size), at least 1 kept."""
+    return min(math.floor(ratio * size + 1e-9), size - 1)
+
+
+def tp_native_removal(size: int, ratio: float) -> int:
+    """What Torch-Pruning removes from a local scope of `size` channels: size - int(size * (1 - r))."""
+    return max(size - int(size * (1 - ratio)), 0)
+
+
+def _channel_groups(group) -> int:
+    """The channel grouping Torch-Pruning applies to a group, as BasePruner detects it: a grouped,
+    non-depthwise convolution among the members (input or output side) makes indices ranked within
+    one of its `groups` and repeated in each; 1 otherwise."""
+    from torch import nn
+
+    found = [1]
+    for dep, _ in group:
+        module = dep.target.module
+        if isinstance(module, nn.modules.conv._ConvNd) and 1 < module.groups != module.out_channels:
+            found.append(module.groups)
+    return max(found)
+
+
+def tp_groups(model, example, ignored, root_types) -> list[dict]:
+    """Torch-Pruning's pruning groups for this model: root module, scope size (channels ranked
+    together), channel grouping."""
+    import torch_pruning as tp
+
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    names = {module: name for name, module in model.named_modules()}
+    ignored_modules = [m for layer in ignored for m in layer.modules()]
+    out = []
+    for group in graph.get_all_groups(ignored_layers=ignored_modules, root_module_types=root_types):
+        root = group[0].dep.source.module
+        groups = _channel_groups(group)
+        out.append({"root": root, "name": names.get(root, "?"), "groups": groups,
+                    "size": graph.get_out_channels(root) // groups})
+    return out
+
+
+def tp_ratio_dict(groups: list[dict], ratio: float) -> dict:
+    """Per-root ratios (Torch-Pruning's ``pruning_ratio_dict``) that make Torch-Pruning remove
+    exactly onnxprune's floor(r * size) channels from every group: it removes size - int(size *
+    (1 - r')), which for r' = (k - 0.5) / size is k."""
+    ratios = {}
+    for group in groups:
+        k = removal_count(group["size"], ratio)
+        ratios[group["root"]] = (k - 0.5) / group["size"] if k > 0 else 0.0
+    return ratios
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX side: onnxprune, stats, agreement, latency
+
+
+def _onnxprune(dense: Path, target: Path, method: str, ratio: float, calib: Path) -> dict:
+    import onnxprune
+
+    options = {"onnxprune l1": dict(criterion="l1"),
+               "onnxprune wanda": dict(calib=str(calib), compensate=False),
+               "onnxprune wanda+comp": dict(calib=str(calib))}[method]
+    report = onnxprune.prune(dense, target, onnxprune.PruneOptions(structured=ratio, validate=False, **options))
+    prunable = [s for s in report["spaces"] if s.get("prunable") and s.get("kind") == "channels"]
+    return {"spaces": len(prunable), "channels": sum(s["size"] for s in prunable),
+            "kept": sum(s["kept"] for s in prunable)}
+
+
+def _stats(path: Path, shapes: dict) -> dict:
+    from onnxprune.model import Model
+    from onnxprune.stats import model_stats
+
+    stats = model_stats(Model.load(path), shapes)
+    return {"params": stats["params"], "flops": stats["flops"]}
+
+
+@dataclass(frozen=True)
+class OrtConfig:
+    threads: int | None = 1  # None: ORT's default
+    disabled_optimizers: tuple[str, ...] = ()  # e.g. ("SkipLayerNormFusion",)
+
+
+def _session(path: Path, ort_config: OrtConfig):
+    """ORT CPU session, intra-op spinning off (see bench/README.md, speedup)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if ort_config.threads:
+        options.intra_op_num_threads = ort_config.threads
+    extra = {"disabled_optimizers": list(ort_config.disabled_optimizers)} if ort_config.disabled_optimizers else {}
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"], **extra)
+
+
+def _outputs(path: Path, feed: dict, ort_config: OrtConfig) -> list[np.ndarray]:
+    from onnxprune import runtime
+
+    session = _session(path, ort_config)
+    return list(runtime.run(session, feed).values())
+
+
+def _agreement(reference: list[np.ndarray], got: list[np.ndarray], classifier: bool) -> dict:
+    ref = np.concatenate([a.reshape(a.shape[0], -1) for a in reference], axis=1).astype(np.float64)
+    out = np.concatenate([a.reshape(a.shape[0], -1) for a in got], axis=1).astype(np.float64)
+    cosine = np.sum(ref * out, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1) + 1e-30)
+    result = {"mean_cosine": float(np.mean(cosine)), "min_cosine": float(np.min(cosine))}
+    if classifier:
+        result["top1_agreement"] = float(np.mean(reference[0].argmax(1) == got[0].argmax(1)))
+    return result
+
+
+def _latency(paths: dict[str, Path], feed: dict, runs: int, ort_config: OrtConfig) -> dict:
+    from onnxprune import latency
+
+    sessions = {label: _session(path, ort_config) for label, path in paths.items()}
+    timing = latency.measure_interleaved(sessions, {label: feed for label in sessions}, warmup=3, runs=runs)
+    dense = timing["dense"]
+    return {label: {"median_ms": stats.median_ms, "speedup": latency.speedup(dense, stats)}
+            for label, stats in timing.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Torch-Pruning side
+
+
+def _tp_prune(model, example, method: str, ratio: float, ignored: list, root_types: list,
+              groups: list[dict] | None, taylor_loss=None) -> None:
+    """Prune `model` in place with Torch-Pruning's documented API (MetaPruner, local ranking)."""
+    import torch_pruning as tp
+
+    importance = {"tp l1": lambda: tp.importance.MagnitudeImportance(p=1),
+                  "tp l2": lambda: tp.importance.MagnitudeImportance(p=2),
+                  "tp taylor": lambda: tp.importance.TaylorImportance()}[method]()
+    pruner = tp.pruner.MetaPruner(
+        model, example, importance=importance, pruning_ratio=ratio,
+        pruning_ratio_dict=tp_ratio_dict(groups, ratio) if groups is not None else None,
+        ignored_layers=ignored, root_module_types=root_types, global_pruning=False)
+    if method == "tp taylor":
+        model.zero_grad()
+        taylor_loss(model)  # accumulates .grad over the calibration data
+    pruner.step()
+    model.zero_grad(set_to_none=True)
+
+
+def _tp_kept(model, groups: list[dict]) -> dict:
+    """Channels of each Torch-Pruning group after pruning (root module's outputs / grouping)."""
+    from torch import nn
+
+    names = dict(model.named_modules())
+    kept = 0
+    for group in groups:
+        module = names[group["name"]]
+        width = module.out_features if isinstance(module, nn.Linear) else module.out_channels
+        kept += width // group["groups"]
+    return {"spaces": len(groups), "channels": sum(g["size"] for g in groups), "kept": kept}
+
+
+def _requires_grad(model):
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return model.eval()
+
+
+def _split_c2f(model):
+    """Torch-Pruning cannot prune the `cv1(x).chunk(2, 1)` of YOLOv8's C2f (its issue #147; an
+    IndexError in the importance): its own YOLOv8 example swaps C2f for C2f_v2, where the two
+    halves are two convolutions. The same rewrite here, weights copied, outputs unchanged."""
+    import torch
+    from torch import nn
+
+    class C2fV2(nn.Module):
+        def __init__(self, c2f):
+            super().__init__()
+            c = c2f.c
+            self.cv0, self.cv1 = copy.deepcopy(c2f.cv1), copy.deepcopy(c2f.cv1)
+            for conv, part in ((self.cv0, slice(0, c)), (self.cv1, slice(c, 2 * c))):
+                conv.conv.weight = nn.Parameter(conv.conv.weight.data[part].clone())
+                conv.conv.out_channels = c
+                bn = conv.bn
+                bn.weight = nn.Parameter(bn.weight.data[part].clone())
+                bn.bias = nn.Parameter(bn.bias.data[part].clone())
+                bn.running_mean = bn.running_mean[part].clone()
+                bn.running_var = bn.running_var[part].clone()
+                bn.num_features = c
+            self.cv2, self.m = c2f.cv2, c2f.m
+
+        def forward(self, x):
+            y = [self.cv0(x), self.cv1(x)]
+            y.extend(m(y[-1]) for m in self.m)
+            return self.cv2(torch.cat(y, 1))
+
+    for name, module in list(model.named_modules()):
+        if type(module).__name__ == "C2f":
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attr, C2fV2(module))
+    return model
+
+
+def _map_groups(groups: list[dict], target) -> list[dict]:
+    """The same groups with their roots looked up by name in another copy of the model."""
+    modules = dict(target.named_modules())
+    return [{**group, "root": modules[group["name"]]} for group in groups]
+
+
+class Case:
+    """One model: the dense ONNX file, data, and how to prune / export / score its torch module."""
+
+    def __init__(self, label, dense_path, feed, latency_feed, calib, shapes, base, example, ignored,
+                 roots, export, taylor_loss, classifier=False):
+        self.label, self.dense_path, self.feed, self.latency_feed = label, dense_path, feed, latency_feed
+        self.calib, self.shapes, self.base, self.example = calib, shapes, base, example
+        self.ignored, self.roots, self.export, self.taylor_loss = ignored, roots, export, taylor_loss
+        self.classifier = classifier
+
+
+def compare(case: Case, work: Path, ratios: list[float], native: bool, latency_runs: int,
+            ort_config: OrtConfig) -> dict:
+    """Every method at every ratio on one model; every result is an ONNX file measured alike."""
+    import torch
+
+    import onnxprune
+
+    reference = _outputs(case.dense_path, case.feed, ort_config)
+    # the dense model passed through onnxprune with nothing removed: what onnxprune's rewriting
+    # alone (constants lifted to initializers, shapes re-inferred) does to ORT's speed
+    noop = work / f"{case.label}_noop.onnx"
+    onnxprune.prune(case.dense_path, noop, onnxprune.PruneOptions(structured=0.0, validate=False))
+    reference_latency = []
+    probe = copy.deepcopy(case.base)
+    groups = tp_groups(probe, case.example, case.ignored(probe), case.roots)
+    check_feed = {name: value[:8] for name, value in case.feed.items()}
+    rows = []
+    for ratio in ratios:
+        paths = {"dense": case.dense_path, NOOP: noop}
+        for method in ONNXPRUNE_METHODS + TP_METHODS:
+            path = work / f"{case.label}_{ratio}_{method.replace(' ', '_').replace('+', '_')}.onnx"
+            row = {"ratio": ratio, "method": method}
+            started = time.perf_counter()
+            if method in ONNXPRUNE_METHODS:
+                row.update(_onnxprune(case.dense_path, path, method, ratio, case.calib))
+                row["prune_s"] = time.perf_counter() - started
+            else:
+                model = copy.deepcopy(case.base)
+                mine = _map_groups(groups, model)
+                _tp_prune(model, case.example, method, ratio, case.ignored(model), case.roots,
+                          None if native else mine, case.taylor_loss)
+                row["prune_s"] = time.perf_counter() - started
+                row.update(_tp_kept(model, mine))
+                case.export(model, path)
+                with torch.no_grad():  # the export is faithful: torch and ORT agree on the pruned model
+                    out = model(*(torch.from_numpy(v) for v in check_feed.values()))
+                out = [out] if isinstance(out, torch.Tensor) else list(out)
+                got = _outputs(path, check_feed, ort_config)
+                row["export_max_abs_diff"] = max(float(np.max(np.abs(a.numpy() - b))) for a, b in zip(out, got))
+            paths[method] = path
+            row.update(_stats(path, case.shapes))
+            row.update(_agreement(reference, _outputs(path, case.feed, ort_config), case.classifier))
+            rows.append(row)
+        if latency_runs:
+            timing = _latency(paths, case.latency_feed, latency_runs, ort_config)
+            reference_latency.append({"ratio": ratio, "dense_ms": timing["dense"]["median_ms"],
+                                      "noop_ms": timing[NOOP]["median_ms"], "noop_speedup": timing[NOOP]["speedup"]})
+            for row in rows[-(len(paths) - 2):]:
+                row.update(latency_ms=timing[row["method"]]["median_ms"],
+                           latency_ms_dense=timing["dense"]["median_ms"], speedup=timing[row["method"]]["speedup"])
+    return {"dense": _stats(case.dense_path, case.shapes), "rows": rows, "reference_latency": reference_latency,
+            "tp_groups": [{k: v for k, v in g.items() if k != "root"} for g in groups]}
+
+
+# ---------------------------------------------------------------------------------------------
+# the models
+
+
+def minilm_case(work: Path) -> tuple[Case, dict]:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    import models
+    from models import _export
+    from models import minilm as mini
+
+    dense_path = models.build("minilm", "torchscript", work / "minilm.onnx")
+    feed = mini.tokenize(mini.sample_sentences(EVAL_SAMPLES["minilm"], seed=0))
+    calib_feed = mini.tokenize(mini.sample_sentences(CALIB_SAMPLES, seed=1))
+    calib = work / "minilm_calib.npz"
+    np.savez(calib, **calib_feed)
+    base = _requires_grad(models.torch_module("minilm"))
+    example = tuple(torch.from_numpy(feed[n][:4]) for n in mini.INPUT_NAMES)
+    export_example = tuple(torch.from_numpy(v) for v in models.example_inputs("minilm", batch=2).values())
+
+    def ignored(model):
+        """Everything but the FFN up-projections: attention, embeddings, LayerNorms, output.dense
+        (whose outputs are the residual width), the pooler. Only the FFN groups remain."""
+        ffn = {id(layer.intermediate.dense) for layer in model.bert.encoder.layer}
+        return [m for m in model.modules()
+                if isinstance(m, (nn.Linear, nn.Embedding, nn.LayerNorm)) and id(m) not in ffn]
+
+    def export(model, path):
+        _export.export(model, export_example, mini.INPUT_NAMES, mini.OUTPUT_NAMES, "torchscript", path,
+                       axes={n: {1: _export.SEQ} for n in mini.INPUT_NAMES})
+
+    batches = [tuple(torch.from_numpy(calib_feed[n][i:i + TAYLOR_BATCH]) for n in mini.INPUT_NAMES)
+               for i in range(0, CALIB_SAMPLES, TAYLOR_BATCH)]
+    with torch.no_grad():
+        targets = [base(*batch) for batch in batches]
+
+    def taylor_loss(model):
+        for batch, target in zip(batches, targets):
+            emb = model(*batch)
+            loss = F.cross_entropy(20.0 * emb @ target.T, torch.arange(len(emb)), reduction="sum")
+            (loss / CALIB_SAMPLES).backward()
+
+    latency_feed = {n: feed[n][:LATENCY_BATCH["minilm"]] for n in mini.INPUT_NAMES}
+    shapes = {n: (1, TEXT_SEQ) for n in mini.INPUT_NAMES}
+    case = Case("minilm", dense_path, feed, latency_feed, calib, shapes, base, example, ignored,
+                [nn.Linear], export, taylor_loss)
+    info = {"taylor_loss": TAYLOR_LOSS["minilm"], "flops_shape": shapes,
+            "eval": f"{EVAL_SAMPLES['minilm']} sentences, sample_sentences(seed=0)",
+            "calibration": f"{CALIB_SAMPLES} sentences, sample_sentences(seed=1)",
+            "latency_batch": LATENCY_BATCH["minilm"], "notes": []}
+    return case, info
+
+
+def _cnn_ignored(name: str, model) -> list:
+    """The output layers, whose channels are the model's outputs (onnxprune pins them)."""
+    if name == "resnet":
+        return [model.fc]
+    if name == "mobile":
+        return [model.classifier[2]]
+    return [head[2] for branch in (model.detect.cv2, model.detect.cv3) for head in branch]
+
+
+def cnn_case(name: str, work: Path) -> tuple[Case, dict]:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    import models
+    from models import _export
+
+    spec = models.SPECS[name]
+    classifier = name in CLASSIFIERS
+    dense_path = models.build(name, "torchscript", work / f"{name}.onnx")
+    feed = models.example_inputs(name, batch=EVAL_SAMPLES["cnn"], seed=5)
+    calib_array = models.example_inputs(name, batch=CALIB_SAMPLES, seed=1)[spec.input_name]
+    calib = work / f"{name}_calib.npz"
+    np.savez(calib, **{spec.input_name: calib_array})
+    base = _requires_grad(models.torch_module(name))
+    notes = []
+    if name == "yolo":
+        x = torch.from_numpy(feed[spec.input_name][:4])
+        with torch.no_grad():
+            before = base(x)
+            base = _split_c2f(base)
+            after = base(x)
+        diff = max(float((a - b).abs().max()) for a, b in zip(before, after))
+        notes.append(f"Torch-Pruning prunes a rewritten copy: C2f -> C2f_v2 (cv1 split into two convs, "
+                     f"no chunk), outputs unchanged (max abs diff {diff:.1e})")
+    example = torch.from_numpy(models.example_inputs(name, batch=2)[spec.input_name])
+
+    def export(model, path):
+        _export.export(model, (example,), spec.inputs, spec.output_names, "torchscript", path)
+
+    batches = [torch.from_numpy(calib_array[i:i + TAYLOR_BATCH]) for i in range(0, CALIB_SAMPLES, TAYLOR_BATCH)]
+    with torch.no_grad():
+        labels = [base(x).argmax(1) for x in batches] if classifier else None
+
+    def taylor_loss(model):
+        for index, x in enumerate(batches):
+            out = model(x)
+            if classifier:
+                loss = F.cross_entropy(out, labels[index], reduction="sum")
+            else:
+                loss = sum(0.5 * o.pow(2).flatten(1).mean(1).sum() for o in out) / len(out)
+            (loss / CALIB_SAMPLES).backward()
+
+    latency_feed = {spec.input_name: models.example_inputs(name, batch=LATENCY_BATCH[name], seed=7)[spec.input_name]}
+    shapes = {spec.input_name: CNN_SHAPE}
+    case = Case(name, dense_path, feed, latency_feed, calib, shapes, base, example,
+                lambda model: _cnn_ignored(name, model), [nn.Conv2d, nn.Linear], export, taylor_loss, classifier)
+    info = {"taylor_loss": TAYLOR_LOSS[name], "flops_shape": shapes, "notes": notes,
+            "eval": f"{EVAL_SAMPLES['cnn']} inputs, example_inputs(seed=5)",
+            "calibration": f"{CALIB_SAMPLES} inputs, example_inputs(seed=1)",
+            "latency_batch": LATENCY_BATCH[name]}
+    return case, info
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def _print(label: str, result: dict, info: dict, classifier: bool) -> None:
+    dense = result["dense"]
+    print(f"\n{label}: dense {dense['params']:,} params, {dense['flops'] / 1e6:.1f} MFLOPs; "
+          f"eval {info['eval']}; latency batch {info['latency_batch']}")
+    headers = ["r", "method", "kept/chan", "params", "MFLOPs", "mean cos", "min cos"]
+    headers += ["top-1 agr"] if classifier else []
+    headers += ["ms", "speedup", "prune s"]
+    rows = []
+    for row in result["rows"]:
+        cells = [row["ratio"], row["method"], f"{row['kept']}/{row['channels']}", row["params"],
+                 row["flops"] / 1e6, row["mean_cosine"], row["min_cosine"]]
+        cells += [row["top1_agreement"]] if classifier else []
+        cells += [row.get("latency_ms"), row.get("speedup"), row["prune_s"]]
+        rows.append(cells)
+    print(table(headers, rows))
+    if result.get("reference_latency"):
+        print("ORT latency per ratio's interleaved run, dense / dense through onnxprune with nothing removed: "
+              + ", ".join(f"r {ref['ratio']}: {ref['dense_ms']:.2f} / {ref['noop_ms']:.2f} ms"
+                          for ref in result["reference_latency"]))
+    for note in info.get("notes", []):
+        print("note:", note)
+
+
+def _version(distribution: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ratios", default="0.2,0.3,0.4", help="comma-separated channel ratios (default 0.2,0.3,0.4)")
+    parser.add_argument("--cnn-low-ratios", default="0.05,0.1",
+                        help="extra ratios for the CNNs only (default 0.05,0.1; '' for none): their weights are "
+                             "seeded random, not trained, and at 0.2+ every method's outputs agree with the dense "
+                             "model's at about chance level")
+    parser.add_argument("--skip-minilm", action="store_true")
+    parser.add_argument("--skip-cnn", action="store_true")
+    parser.add_argument("--models", default=",".join(CNNS), help="CNNs to run (default resnet,mobile,yolo)")
+    parser.add_argument("--tp-native-rounding", action="store_true",
+                        help="give Torch-Pruning the plain ratio (it then removes size - int(size*(1-r)) channels "
+                             "per group, one more than onnxprune's floor(r*size) when r*size is fractional)")
+    parser.add_argument("--latency-runs", type=int, default=20, help="timed ORT runs per model (0: no latency)")
+    parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads (default 1; 0: ORT's default)")
+    parser.add_argument("--ort-disabled-optimizers", default="",
+                        help="comma-separated ORT graph transformers to turn off in every session, e.g. "
+                             "SkipLayerNormFusion (see bench/README.md)")
+    args = parser.parse_args(argv)
+    try:
+        import torch  # noqa: F401
+        import torch_pruning
+    except ImportError as exc:
+        print(f"bench.torch_pruning: skipped, {exc.name or 'torch_pruning'} is not importable "
+              f"(pip install torch-pruning -c constraints.txt)")
+        return
+    import torch
+
+    torch.manual_seed(0)
+    ratios = [float(r) for r in args.ratios.split(",") if r.strip()]
+    cnn_ratios = sorted({float(r) for r in args.cnn_low_ratios.split(",") if r.strip()} | set(ratios))
+    threads = args.threads or None
+    ort_config = OrtConfig(threads, tuple(n for n in args.ort_disabled_optimizers.split(",") if n))
+    results: dict = {
+        "machine": {**machine_facts(), "torch": torch.__version__, "torch_pruning": _version("torch-pruning"),
+                    "torch_pruning_module_version": torch_pruning.__version__},
+        "ratios": ratios,
+        "cnn_ratios": cnn_ratios,
+        "budget": ("Torch-Pruning's own rounding (--tp-native-rounding)" if args.tp_native_rounding else
+                   "matched: Torch-Pruning gets pruning_ratio_dict[root] = (k - 0.5) / size so it removes "
+                   "k = floor(r * size) channels per group, onnxprune's count"),
+        "taylor": {"why_not_mse": WHY_NOT_MSE, **TAYLOR_LOSS},
+        "methods": {
+            "onnxprune l1": "PruneOptions(structured=r, criterion='l1'), no data",
+            "onnxprune wanda": "PruneOptions(structured=r, calib=..., compensate=False): wanda activation scores",
+            "onnxprune wanda+comp": "PruneOptions(structured=r, calib=...): wanda + least-squares compensation",
+            "tp l1": "MetaPruner(importance=MagnitudeImportance(p=1), global_pruning=False)",
+            "tp l2": "MetaPruner(importance=MagnitudeImportance(p=2), global_pruning=False)",
+            "tp taylor": "MetaPruner(importance=TaylorImportance(), global_pruning=False), grads of the loss in 'taylor'",
+        },
+        "latency": {"runs": args.latency_runs, "threads": threads, "spinning": False,
+                    "disabled_optimizers": list(ort_config.disabled_optimizers),
+                    "noop": "'onnxprune r=0': the dense model through onnxprune.prune(structured=0.0), "
+                            "timed in the same interleaved runs"},
+    }
+    print(f"Torch-Pruning {_version('torch-pruning')} vs onnxprune at ratios {ratios} (CNNs {cnn_ratios}); budgets "
+          f"{'Torch-Pruning native' if args.tp_native_rounding else 'matched channel for channel'}; "
+          f"ORT threads {threads or 'default'}"
+          + (f", disabled optimizers {','.join(ort_config.disabled_optimizers)}" if ort_config.disabled_optimizers else ""))
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="onnxprune-bench-") as folder:
+        work = Path(folder)
+        jobs = [] if args.skip_minilm else ["minilm"]
+        jobs += [] if args.skip_cnn else [n for n in args.models.split(",") if n]
+        for name in jobs:
+            t0 = time.perf_counter()
+            case, info = minilm_case(work) if name == "minilm" else cnn_case(name, work)
+            result = compare(case, work, ratios if name == "minilm" else cnn_ratios, args.tp_native_rounding,
+                             args.latency_runs, ort_config)
+            result.update(info, seconds=time.perf_counter() - t0)
+            results[name] = result
+            title = "all-MiniLM-L6-v2 (FFN intermediate channels only)" if name == "minilm" else name
+            _print(title, result, info, case.classifier)
+            del case
+    results["seconds"] = time.perf_counter() - started
+    print(f"\ntotal {results['seconds']:.0f} s; wrote {write_results('torch_pruning.json', results)}")
+
+
+if __name__ == "__main__":
+    main()
