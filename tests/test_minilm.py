@@ -42,3 +42,23 @@ def test_minilm_modes_give_valid_close_models(minilm, tmp_path, mode):
     assert report["after"]["params"] < report["before"]["params"]
     # Magnitude pruning without calibration: the embeddings move but keep their direction.
     assert float(np.mean(cosine)) > 0.6, float(np.mean(cosine))
+
+
+def test_calibration_keeps_minilm_embeddings_closer_than_magnitude(minilm, tmp_path):
+    from models import minilm as mini
+
+    path, feed, reference = minilm
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, **mini.tokenize(mini.sample_sentences(64, seed=1)))  # not the evaluation sentences
+
+    def mean_cosine(options):
+        out = tmp_path / "pruned.onnx"
+        prune(path, out, options)
+        got = runtime.run(runtime.create_session(out), feed)["sentence_embedding"]
+        return float(np.mean(np.sum(reference * got, axis=1)
+                             / (np.linalg.norm(reference, axis=1) * np.linalg.norm(got, axis=1))))
+
+    magnitude = mean_cosine(PruneOptions(structured=0.3, validate=False))
+    calibrated = mean_cosine(PruneOptions(structured=0.3, calib=str(calib), validate=False))
+    assert calibrated > magnitude + 0.05, (calibrated, magnitude)
+    assert calibrated > 0.9, calibrated
