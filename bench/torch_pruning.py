@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,14 +66,20 @@ WHY_NOT_MSE = ("MSE to the dense output is exactly 0 before pruning (the model s
 # budgets
 
 
-def removal_count(size: int, ratio: float) -> int:
-    """onnxprune's count (plan.removal_count at round_to 1): floor(ratio * size), at least 1 kept."""
-    return min(math.floor(ratio * size + 1e-9), size - 1)
+def removal_count(size: int, ratio: float, round_to: int = 1) -> int:
+    """onnxprune's count for a space of `size` channels under a local budget: floor(ratio * size),
+    then the kept count rounded up to a multiple of `round_to` (onnxprune.plan.removal_count)."""
+    from onnxprune.plan import Budget
+    from onnxprune.plan import removal_count as count
+
+    return count(size, Budget(ratio, round_to=round_to))
 
 
-def tp_native_removal(size: int, ratio: float) -> int:
-    """What Torch-Pruning removes from a local scope of `size` channels: size - int(size * (1 - r))."""
-    return max(size - int(size * (1 - ratio)), 0)
+def tp_native_kept(size: int, ratio: float, round_to: int = 1) -> int:
+    """What Torch-Pruning keeps of a local scope of `size` channels given the plain ratio:
+    int(size * (1 - r)), rounded down to a multiple of `round_to` (BasePruner._round_to)."""
+    kept = int(size * (1 - ratio))
+    return kept - kept % round_to if round_to > 1 else kept
 
 
 def _channel_groups(group) -> int:
@@ -106,13 +113,13 @@ def tp_groups(model, example, ignored, root_types) -> list[dict]:
     return out
 
 
-def tp_ratio_dict(groups: list[dict], ratio: float) -> dict:
+def tp_ratio_dict(groups: list[dict], ratio: float, round_to: int = 1) -> dict:
     """Per-root ratios (Torch-Pruning's ``pruning_ratio_dict``) that make Torch-Pruning remove
-    exactly onnxprune's floor(r * size) channels from every group: it removes size - int(size *
-    (1 - r')), which for r' = (k - 0.5) / size is k."""
+    exactly onnxprune's k channels from every group (``removal_count``): it removes size -
+    int(size * (1 - r')), which for r' = (k - 0.5) / size is k."""
     ratios = {}
     for group in groups:
-        k = removal_count(group["size"], ratio)
+        k = removal_count(group["size"], ratio, round_to)
         ratios[group["root"]] = (k - 0.5) / group["size"] if k > 0 else 0.0
     return ratios
 
@@ -121,13 +128,14 @@ def tp_ratio_dict(groups: list[dict], ratio: float) -> dict:
 # ONNX side: onnxprune, stats, agreement, latency
 
 
-def _onnxprune(dense: Path, target: Path, method: str, ratio: float, calib: Path) -> dict:
+def _onnxprune(dense: Path, target: Path, method: str, ratio: float, calib: Path, round_to: int = 1) -> dict:
     import onnxprune
 
     options = {"onnxprune l1": dict(criterion="l1"),
                "onnxprune wanda": dict(calib=str(calib), compensate=False),
                "onnxprune wanda+comp": dict(calib=str(calib))}[method]
-    report = onnxprune.prune(dense, target, onnxprune.PruneOptions(structured=ratio, validate=False, **options))
+    report = onnxprune.prune(dense, target, onnxprune.PruneOptions(structured=ratio, round_to=round_to,
+                                                                   validate=False, **options))
     prunable = [s for s in report["spaces"] if s.get("prunable") and s.get("kind") == "channels"]
     return {"spaces": len(prunable), "channels": sum(s["size"] for s in prunable),
             "kept": sum(s["kept"] for s in prunable)}
@@ -192,7 +200,7 @@ def _latency(paths: dict[str, Path], feed: dict, runs: int, ort_config: OrtConfi
 
 
 def _tp_prune(model, example, method: str, ratio: float, ignored: list, root_types: list,
-              groups: list[dict] | None, taylor_loss=None) -> None:
+              groups: list[dict] | None, taylor_loss=None, round_to: int = 1) -> None:
     """Prune `model` in place with Torch-Pruning's documented API (MetaPruner, local ranking)."""
     import torch_pruning as tp
 
@@ -201,7 +209,9 @@ def _tp_prune(model, example, method: str, ratio: float, ignored: list, root_typ
                   "tp taylor": lambda: tp.importance.TaylorImportance()}[method]()
     pruner = tp.pruner.MetaPruner(
         model, example, importance=importance, pruning_ratio=ratio,
-        pruning_ratio_dict=tp_ratio_dict(groups, ratio) if groups is not None else None,
+        pruning_ratio_dict=tp_ratio_dict(groups, ratio, round_to) if groups is not None else None,
+        # matched budgets carry onnxprune's rounding in the ratios; natively Torch-Pruning rounds itself
+        round_to=round_to if groups is None and round_to > 1 else None,
         ignored_layers=ignored, root_module_types=root_types, global_pruning=False)
     if method == "tp taylor":
         model.zero_grad()
@@ -270,19 +280,27 @@ def _map_groups(groups: list[dict], target) -> list[dict]:
     return [{**group, "root": modules[group["name"]]} for group in groups]
 
 
+@dataclass
 class Case:
     """One model: the dense ONNX file, data, and how to prune / export / score its torch module."""
 
-    def __init__(self, label, dense_path, feed, latency_feed, calib, shapes, base, example, ignored,
-                 roots, export, taylor_loss, classifier=False):
-        self.label, self.dense_path, self.feed, self.latency_feed = label, dense_path, feed, latency_feed
-        self.calib, self.shapes, self.base, self.example = calib, shapes, base, example
-        self.ignored, self.roots, self.export, self.taylor_loss = ignored, roots, export, taylor_loss
-        self.classifier = classifier
+    label: str
+    dense_path: Path
+    feed: dict  # held-out evaluation inputs
+    latency_feed: dict
+    calib: Path  # .npz for onnxprune --calib (the same data drives the Taylor gradients)
+    shapes: dict  # input shapes of the FLOPs count
+    base: Any  # the dense torch module, parameters requiring grad
+    example: Any  # Torch-Pruning's tracing input
+    ignored: Callable  # model -> layers Torch-Pruning leaves alone
+    roots: list  # Torch-Pruning's root_module_types
+    export: Callable  # (model, path) -> None, torchscript ONNX export like models.build
+    taylor_loss: Callable  # model -> None, backward() of the Taylor loss over the calibration data
+    classifier: bool = False
 
 
 def compare(case: Case, work: Path, ratios: list[float], native: bool, latency_runs: int,
-            ort_config: OrtConfig) -> dict:
+            ort_config: OrtConfig, round_to: int = 1) -> dict:
     """Every method at every ratio on one model; every result is an ONNX file measured alike."""
     import torch
 
@@ -305,13 +323,13 @@ def compare(case: Case, work: Path, ratios: list[float], native: bool, latency_r
             row = {"ratio": ratio, "method": method}
             started = time.perf_counter()
             if method in ONNXPRUNE_METHODS:
-                row.update(_onnxprune(case.dense_path, path, method, ratio, case.calib))
+                row.update(_onnxprune(case.dense_path, path, method, ratio, case.calib, round_to))
                 row["prune_s"] = time.perf_counter() - started
             else:
                 model = copy.deepcopy(case.base)
                 mine = _map_groups(groups, model)
                 _tp_prune(model, case.example, method, ratio, case.ignored(model), case.roots,
-                          None if native else mine, case.taylor_loss)
+                          None if native else mine, case.taylor_loss, round_to)
                 row["prune_s"] = time.perf_counter() - started
                 row.update(_tp_kept(model, mine))
                 case.export(model, path)
@@ -331,7 +349,12 @@ def compare(case: Case, work: Path, ratios: list[float], native: bool, latency_r
             for row in rows[-(len(paths) - 2):]:
                 row.update(latency_ms=timing[row["method"]]["median_ms"],
                            latency_ms_dense=timing["dense"]["median_ms"], speedup=timing[row["method"]]["speedup"])
+    budgets = [{"ratio": ratio, "channels": sum(g["size"] for g in groups),
+                "onnxprune_kept": sum(g["size"] - removal_count(g["size"], ratio, round_to) for g in groups),
+                "tp_native_kept": sum(tp_native_kept(g["size"], ratio, round_to) for g in groups)}
+               for ratio in ratios]
     return {"dense": _stats(case.dense_path, case.shapes), "rows": rows, "reference_latency": reference_latency,
+            "budgets": budgets,
             "tp_groups": [{k: v for k, v in g.items() if k != "root"} for g in groups]}
 
 
@@ -473,6 +496,10 @@ def _print(label: str, result: dict, info: dict, classifier: bool) -> None:
         cells += [row.get("latency_ms"), row.get("speedup"), row["prune_s"]]
         rows.append(cells)
     print(table(headers, rows))
+    kept = [f"r {b['ratio']}: {b['onnxprune_kept']} / {b['tp_native_kept']} of {b['channels']}"
+            for b in result["budgets"]]
+    print("channels kept, onnxprune's count (given to Torch-Pruning) / Torch-Pruning's own with the plain ratio: "
+          + ", ".join(kept))
     if result.get("reference_latency"):
         print("ORT latency per ratio's interleaved run, dense / dense through onnxprune with nothing removed: "
               + ", ".join(f"r {ref['ratio']}: {ref['dense_ms']:.2f} / {ref['noop_ms']:.2f} ms"
@@ -503,6 +530,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tp-native-rounding", action="store_true",
                         help="give Torch-Pruning the plain ratio (it then removes size - int(size*(1-r)) channels "
                              "per group, one more than onnxprune's floor(r*size) when r*size is fractional)")
+    parser.add_argument("--round-to", type=int, default=1,
+                        help="keep channel counts multiples of N (onnxprune --round-to: kept rounded up; matched "
+                             "budgets give Torch-Pruning the same counts, --tp-native-rounding its round_to, which "
+                             "rounds kept down)")
     parser.add_argument("--latency-runs", type=int, default=20, help="timed ORT runs per model (0: no latency)")
     parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads (default 1; 0: ORT's default)")
     parser.add_argument("--ort-disabled-optimizers", default="",
@@ -510,14 +541,12 @@ def main(argv: list[str] | None = None) -> None:
                              "SkipLayerNormFusion (see bench/README.md)")
     args = parser.parse_args(argv)
     try:
-        import torch  # noqa: F401
+        import torch
         import torch_pruning
     except ImportError as exc:
         print(f"bench.torch_pruning: skipped, {exc.name or 'torch_pruning'} is not importable "
               f"(pip install torch-pruning -c constraints.txt)")
         return
-    import torch
-
     torch.manual_seed(0)
     ratios = [float(r) for r in args.ratios.split(",") if r.strip()]
     cnn_ratios = sorted({float(r) for r in args.cnn_low_ratios.split(",") if r.strip()} | set(ratios))
@@ -527,6 +556,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": {**machine_facts(), "torch": torch.__version__, "torch_pruning": _version("torch-pruning"),
                     "torch_pruning_module_version": torch_pruning.__version__},
         "ratios": ratios,
+        "round_to": args.round_to,
         "cnn_ratios": cnn_ratios,
         "budget": ("Torch-Pruning's own rounding (--tp-native-rounding)" if args.tp_native_rounding else
                    "matched: Torch-Pruning gets pruning_ratio_dict[root] = (k - 0.5) / size so it removes "
@@ -538,7 +568,8 @@ def main(argv: list[str] | None = None) -> None:
             "onnxprune wanda+comp": "PruneOptions(structured=r, calib=...): wanda + least-squares compensation",
             "tp l1": "MetaPruner(importance=MagnitudeImportance(p=1), global_pruning=False)",
             "tp l2": "MetaPruner(importance=MagnitudeImportance(p=2), global_pruning=False)",
-            "tp taylor": "MetaPruner(importance=TaylorImportance(), global_pruning=False), grads of the loss in 'taylor'",
+            "tp taylor": "MetaPruner(importance=TaylorImportance(), global_pruning=False), "
+                         "gradients of the loss in 'taylor'",
         },
         "latency": {"runs": args.latency_runs, "threads": threads, "spinning": False,
                     "disabled_optimizers": list(ort_config.disabled_optimizers),
@@ -548,7 +579,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Torch-Pruning {_version('torch-pruning')} vs onnxprune at ratios {ratios} (CNNs {cnn_ratios}); budgets "
           f"{'Torch-Pruning native' if args.tp_native_rounding else 'matched channel for channel'}; "
           f"ORT threads {threads or 'default'}"
-          + (f", disabled optimizers {','.join(ort_config.disabled_optimizers)}" if ort_config.disabled_optimizers else ""))
+          + (f", disabled ORT optimizers {','.join(ort_config.disabled_optimizers)}"
+             if ort_config.disabled_optimizers else ""))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="onnxprune-bench-") as folder:
         work = Path(folder)
@@ -558,7 +590,7 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             case, info = minilm_case(work) if name == "minilm" else cnn_case(name, work)
             result = compare(case, work, ratios if name == "minilm" else cnn_ratios, args.tp_native_rounding,
-                             args.latency_runs, ort_config)
+                             args.latency_runs, ort_config, args.round_to)
             result.update(info, seconds=time.perf_counter() - t0)
             results[name] = result
             title = "all-MiniLM-L6-v2 (FFN intermediate channels only)" if name == "minilm" else name

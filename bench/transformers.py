@@ -25,26 +25,37 @@ from onnxprune import latency, runtime
 from ._common import machine_facts, table, write_results
 
 CALIB = "CALIB"  # replaced by the calibration file of the model at hand
-MODES = {
-    "heads 0.25": {"heads": 0.25},
-    "heads 0.25 calib": {"heads": 0.25, "calib": CALIB, "criterion": "contribution"},
-    "heads 0.5": {"heads": 0.5},
-    "heads 0.5 calib": {"heads": 0.5, "calib": CALIB, "criterion": "contribution"},
-    "ffn 0.3": {"structured": 0.3},
-    "ffn 0.3 calib": {"structured": 0.3, "calib": CALIB},
-    "ffn 0.3 calib obs": {"structured": 0.3, "calib": CALIB, "criterion": "obs"},
-    "ffn 0.5": {"structured": 0.5},
-    "ffn 0.5 calib": {"structured": 0.5, "calib": CALIB},
-    "drop-layers 1": {"drop_layers": 1},
-    "drop-layers 1 calib": {"drop_layers": 1, "calib": CALIB},
-    "drop-layers 2": {"drop_layers": 2},
-    "heads 0.25 + ffn 0.3": {"heads": 0.25, "structured": 0.3},
-    "heads 0.25 + ffn 0.3 calib": {"heads": 0.25, "structured": 0.3, "calib": CALIB},
-}
+SAME_FLOPS_AS = "SAME_FLOPS_AS"  # a sensitivity allocation with the FLOPs budget of another mode
 
 
-def _prune(source: Path, target: Path, mode: dict, calib: Path) -> dict:
+def _modes() -> dict[str, dict]:
+    modes: dict[str, dict] = {}
+    for ratio in (0.2, 0.3, 0.4):
+        modes[f"ffn {ratio} magnitude"] = {"structured": ratio}
+        modes[f"ffn {ratio} activation"] = {"structured": ratio, "calib": CALIB, "compensate": False}
+        modes[f"ffn {ratio} activation+comp"] = {"structured": ratio, "calib": CALIB}
+        modes[f"ffn {ratio} sensitivity"] = {SAME_FLOPS_AS: f"ffn {ratio} magnitude", "calib": CALIB}
+    modes.update({
+        "heads 0.25": {"heads": 0.25},
+        "heads 0.25 calib": {"heads": 0.25, "calib": CALIB, "criterion": "contribution"},
+        "heads 0.5": {"heads": 0.5},
+        "heads 0.5 calib": {"heads": 0.5, "calib": CALIB, "criterion": "contribution"},
+        "drop-layers 1": {"drop_layers": 1},
+        "drop-layers 1 calib": {"drop_layers": 1, "calib": CALIB},
+        "heads 0.25 + ffn 0.3": {"heads": 0.25, "structured": 0.3},
+        "heads 0.25 + ffn 0.3 calib": {"heads": 0.25, "structured": 0.3, "calib": CALIB},
+    })
+    return modes
+
+
+MODES = _modes()
+
+
+def _prune(source: Path, target: Path, mode: dict, calib: Path, reports: dict[str, dict]) -> dict:
     mode = {key: (str(calib) if value == CALIB else value) for key, value in mode.items()}
+    if SAME_FLOPS_AS in mode:
+        other = reports[mode.pop(SAME_FLOPS_AS)]
+        mode["target_flops"] = other["after"]["flops"] / other["before"]["flops"]
     options = onnxprune.PruneOptions(validate=False, **mode)
     return onnxprune.prune(source, target, options)
 
@@ -58,10 +69,10 @@ def minilm(work: Path, sentences: int) -> list[dict]:
     calib = work / "minilm_calib.npz"  # other sentences than the evaluation ones
     np.savez(calib, **mini.tokenize(mini.sample_sentences(128, seed=1)))
     reference = runtime.run(runtime.create_session(dense), feed)["sentence_embedding"]
-    rows = []
+    rows, reports = [], {}
     for label, mode in MODES.items():
         pruned = work / f"minilm_{label.replace(' ', '_')}.onnx"
-        report = _prune(dense, pruned, mode, calib)
+        report = reports[label] = _prune(dense, pruned, mode, calib, reports)
         sessions = {"dense": runtime.create_session(dense), "pruned": runtime.create_session(pruned)}
         got = runtime.run(sessions["pruned"], feed)["sentence_embedding"]
         cosine = np.sum(reference * got, axis=1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(got, axis=1))
@@ -90,10 +101,10 @@ def tinylm(work: Path) -> list[dict]:
     windows = np.random.default_rng(0).integers(0, len(train) - 128, size=64)
     calib = work / "tinylm_calib.npz"  # 64 windows of 128 bytes of the training text
     np.savez(calib, input_ids=np.stack([train[i:i + 128] for i in windows]).astype(np.int64))
-    rows = [{"mode": "dense", "heldout_perplexity": base, "params": None}]
+    rows, reports = [{"mode": "dense", "heldout_perplexity": base, "params": None}], {}
     for label, mode in MODES.items():
         pruned = work / f"tinylm_{label.replace(' ', '_')}.onnx"
-        report = _prune(dense, pruned, mode, calib)
+        report = reports[label] = _prune(dense, pruned, mode, calib, reports)
         rows.append({"mode": label, "heldout_perplexity": lm.perplexity_onnx(pruned, "heldout"),
                      "params": report["after"]["params"], "params_before": report["before"]["params"]})
     rows[0]["params"] = rows[1]["params_before"]

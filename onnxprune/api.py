@@ -142,8 +142,10 @@ def prune(
     if options.target_latency is not None:
         return _prune_to_latency(source, target, options, log)
     calibration = None
+    from onnxprune.passes import ACTIVATION_CRITERIA
+
     if options.calib or options.drop_layers or options.compensate or options.target_flops or (
-            options.target_params) or effective_criterion(options) in ("wanda", "fluctuation", "obs", "contribution"):
+            options.target_params) or effective_criterion(options) in ACTIVATION_CRITERIA:
         calibration = load_calibration(options.calib, specs, shapes, seed=options.seed, batch=options.calib_batch,
                                        random_batches=options.samples, log=log)
     run_pipeline(build_passes(options, calibration, shapes), context)

@@ -43,8 +43,7 @@ def capture(
                   all_tensors_to_one_file=True, location="capture.onnx.data")
         del proto
         session = runtime.create_session(path)
-        names = [o.name for o in session.get_outputs()]
         for feed in feeds:
-            values = session.run(None, feed)
-            yield dict(zip(names, values))
+            # runtime.run turns ORT's failures (a feed of the wrong shape, say) into one-line errors.
+            yield runtime.run(session, feed, label="the calibration data")
         del session

@@ -8,6 +8,7 @@ from __future__ import annotations
 from .activation import ActivationScores
 from .budget import ChannelBudget
 from .compensate import AddBiasSlots, Compensate, DropZeroBiases
+from .criteria import FORMULAS
 from .layers import DropLayers
 from .magnitude import BatchNormScale, Magnitude
 from .remove_channels import RemoveChannels
@@ -18,7 +19,7 @@ CRITERIA = {
     "bn-scale": BatchNormScale,
 }
 # Criteria that read activations: they take the calibration data.
-ACTIVATION_CRITERIA = ("wanda", "fluctuation", "obs", "contribution")
+ACTIVATION_CRITERIA = tuple(FORMULAS)
 
 __all__ = [
     "ACTIVATION_CRITERIA", "CRITERIA", "ActivationScores", "AddBiasSlots", "BatchNormScale", "ChannelBudget",

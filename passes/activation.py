@@ -1,14 +1,9 @@
 """Calibration-aware channel scores: what a channel actually contributes, not just its weights.
 
 A space's score sums, over every consumer layer that reads its channels (MatMul, Gemm, Conv), a
-criterion of the consumer's weight columns and the activation statistics of those channels:
-
-- wanda:        sum_rows |W_rc| * ||X_c||               (Wanda, structured: per input channel)
-- fluctuation:  Var(X_c) * ||W_:c||^2                   (FLAP: how much the output moves)
-- obs:          ||W_:c||^2 / [H^-1]_cc, H = X^T X       (Optimal Brain Surgeon: output error of removal)
-- contribution: ||X_B W_B||^2 over the channel's block  (a head's contribution to the output projection)
-
-Spaces with no consumer these criteria understand keep their L1 magnitude (scaled to the space).
+criterion of the consumer's weight rows (one per input channel) and the activation statistics of
+those channels. The criteria themselves live in `passes/criteria/`, one module each.
+Spaces with no consumer these criteria understand keep their L1 magnitude.
 """
 
 from __future__ import annotations
@@ -25,8 +20,6 @@ from onnxprune.model import Model
 from onnxprune.pipeline import Context
 
 from .magnitude import group_norm
-
-DAMPING = 0.01  # of the mean diagonal of H, as in OBS/SparseGPT
 
 
 @dataclass
@@ -90,26 +83,12 @@ def _per_channel(values: np.ndarray, member: Member, size: int) -> np.ndarray:
 
 
 def score_space(model: Model, space: ChannelSpace, pairs: list[ConsumerPair], stats, criterion: str) -> np.ndarray:
+    from . import criteria
+
+    formula = criteria.FORMULAS[criterion]
     total = np.zeros(space.size)
     for pair in pairs:
-        entry = stats[pair.x]
-        matrix = pair.matrix(model)  # [K, out]
-        if criterion == "wanda":
-            values = np.abs(matrix).sum(axis=1) * entry.norm
-        elif criterion == "fluctuation":
-            values = np.square(matrix).sum(axis=1) * entry.variance
-        elif criterion == "obs":
-            gram = entry.gram[:-1, :-1]
-            damped = gram + DAMPING * np.mean(np.diag(gram)) * np.eye(len(gram))
-            values = np.square(matrix).sum(axis=1) / np.diag(np.linalg.inv(damped))
-        else:  # contribution: the energy of each block's share of the layer output
-            gram = entry.gram[:-1, :-1]
-            start = pair.x_member.offset
-            values = np.zeros(len(gram))
-            for channel in range(space.size):
-                block = slice(start + channel * pair.x_member.block, start + (channel + 1) * pair.x_member.block)
-                rows = matrix[block]
-                values[block.start] = float(np.einsum("ij,ik,kj->", rows, gram[block, block], rows))
+        values = formula(pair.matrix(model), stats[pair.x], pair, space)
         total += _per_channel(values, pair.x_member, space.size)
     return total
 
@@ -118,7 +97,9 @@ class ActivationScores:
     """Score every prunable space with a calibration-aware criterion."""
 
     def __init__(self, criterion: str, calibration: CalibrationData):
-        assert criterion in ("wanda", "fluctuation", "obs", "contribution")
+        from . import criteria
+
+        assert criterion in criteria.FORMULAS
         self.criterion = criterion
         self.calibration = calibration
         self.name = f"score-{criterion}"
@@ -126,7 +107,9 @@ class ActivationScores:
     def run(self, context: Context) -> None:
         model, graph = context.model, context.channel_graph()
         pairs = {space.id: consumer_pairs(model, space) for space in graph.prunable}
-        needs_gram = self.criterion in ("obs", "contribution")
+        from . import criteria
+
+        needs_gram = self.criterion in criteria.NEEDS_GRAM
         requests = {pair.x: pair.x_axis for space_pairs in pairs.values() for pair in space_pairs}
         gram = set(requests) if needs_gram else set()
         stats = collect_stats(model, requests, self.calibration, gram, log=context.log)
