@@ -163,7 +163,9 @@ class Compensate:
         refit_layers, skipped = 0, []
         planned = [space for space in graph.spaces if space.id in context.plan]
         for number, space in enumerate(planned, 1):
-            pairs = [pair for pair in consumer_pairs(model, space) if pair.linear]
+            # A weight shared by several layers (tied embeddings) cannot be refit for one of them.
+            pairs = [pair for pair in consumer_pairs(model, space)
+                     if pair.linear and len(model.consumers(pair.weight.tensor)) == 1]
             if not pairs:
                 skipped.append(space.id)
                 continue
