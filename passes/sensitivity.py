@@ -163,7 +163,7 @@ class TargetBudget:
         # The cost model is first order (a layer losing inputs and outputs saves less than the sum);
         # measure the plan exactly and correct the internal target a few times.
         internal, best, trials = self.target, None, []
-        for _ in range(6):
+        for _ in range(8):
             ratios = allocate(curves, costs, totals, internal, which)
             plan = self._plan(graph, context.scores, ratios)
             kept = self._measure(context, plan, totals[which])
@@ -172,12 +172,23 @@ class TargetBudget:
                 best = (ratios, plan, kept)
             if abs(kept - self.target) <= 0.01:
                 break
-            internal = min(max(internal * self.target / max(kept, 1e-6), 0.01), 0.999)
+            internal = self._next_target(trials)
         ratios, context.plan, kept = best
         context.report["target_search"] = trials
         context.report["sensitivity"] = [curve.to_dict() for curve in curves]
         context.report["budget"] = {"target": {self.metric: self.target}, "achieved": round(kept, 4),
                                     "ratios": {str(k): v for k, v in ratios.items() if v}}
+
+    def _next_target(self, trials: list[dict]) -> float:
+        """Secant step on (internal target -> measured fraction kept); a proportional step at first."""
+        last = trials[-1]
+        guess = last["internal_target"] * self.target / max(last["kept"], 1e-6)
+        if len(trials) > 1:
+            previous = trials[-2]
+            slope = (last["kept"] - previous["kept"]) / (last["internal_target"] - previous["internal_target"] or 1e-9)
+            if slope > 1e-6:
+                guess = last["internal_target"] + (self.target - last["kept"]) / slope
+        return min(max(guess, 0.01), 0.999)
 
     def _plan(self, graph: ChannelGraph, scores, ratios: dict[int, float]) -> dict[int, np.ndarray]:
         plan = {}
