@@ -19,6 +19,7 @@ from onnxprune.deps import ChannelSpace, Member
 from onnxprune.model import Model
 from onnxprune.pipeline import Context
 
+from . import criteria
 from .magnitude import group_norm
 
 
@@ -61,8 +62,10 @@ def consumer_pairs(model: Model, space: ChannelSpace) -> list[ConsumerPair]:
                 continue
             x = node.input[0]
             if node.op_type == "MatMul" and member.axis == 0 and len(model.weights[member.tensor].shape) == 2:
-                rank = len(model.infer_shapes().get(x).shape or ())
-                x_axis = rank - 1
+                info = model.infer_shapes().get(x)
+                if info is None or not info.shape:
+                    continue
+                x_axis = len(info.shape) - 1
             elif node.op_type == "Gemm" and not _attr(node, "transA", 0) and member.axis == (
                     1 if _attr(node, "transB", 0) else 0):
                 x_axis = 1
@@ -83,8 +86,6 @@ def _per_channel(values: np.ndarray, member: Member, size: int) -> np.ndarray:
 
 
 def score_space(model: Model, space: ChannelSpace, pairs: list[ConsumerPair], stats, criterion: str) -> np.ndarray:
-    from . import criteria
-
     formula = criteria.FORMULAS[criterion]
     total = np.zeros(space.size)
     for pair in pairs:
@@ -97,8 +98,6 @@ class ActivationScores:
     """Score every prunable space with a calibration-aware criterion."""
 
     def __init__(self, criterion: str, calibration: CalibrationData):
-        from . import criteria
-
         assert criterion in criteria.FORMULAS
         self.criterion = criterion
         self.calibration = calibration
@@ -107,8 +106,6 @@ class ActivationScores:
     def run(self, context: Context) -> None:
         model, graph = context.model, context.channel_graph()
         pairs = {space.id: consumer_pairs(model, space) for space in graph.prunable}
-        from . import criteria
-
         needs_gram = self.criterion in criteria.NEEDS_GRAM
         requests = {pair.x: pair.x_axis for space_pairs in pairs.values() for pair in space_pairs}
         gram = set(requests) if needs_gram else set()
