@@ -49,6 +49,9 @@ class Model:
             self.weights[weight.name] = weight
         self.source = source
         self.had_external_data = had_external_data
+        # Written back only if the input carried them: ORT picks different (here slower) fusions, e.g.
+        # SkipLayerNormalization, when intermediate shapes are declared, so a model stays as it came.
+        self.had_value_info = len(proto.graph.value_info) > 0
         self._index: tuple[dict, dict] | None = None
         self._shapes: dict[str, TensorInfo] | None = None
 
@@ -328,9 +331,11 @@ class Model:
         return infos
 
     def refresh_value_info(self) -> None:
-        """Replace stale value_info with freshly inferred shapes."""
+        """Replace stale value_info with freshly inferred shapes (none if the input declared none)."""
         del self.graph.value_info[:]
         self._shapes = None
+        if not self.had_value_info:
+            return
         inferred = onnx_inference(self.light_proto())
         if inferred is None:
             return
