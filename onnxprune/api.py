@@ -39,6 +39,8 @@ class PruneOptions:
     seed: int = 0
     external_data: bool | None = None
     latency_runs: int = 20
+    sparse: str | None = None  # "2:4", "4:8" (N:M) or "0.5" (unstructured fraction of zeros)
+    sparse_min_params: int = 0  # leave weights with fewer parameters dense
     samples: int = 4  # random batches when there is no calibration data
 
     def check(self) -> None:
@@ -52,7 +54,15 @@ class PruneOptions:
                 self.drop_layers >= 1 and self.drop_layers != int(self.drop_layers)):
             raise InvalidOptionError(f"--drop-layers must be a count (1, 2, ...) or a fraction in (0, 1), "
                                      f"got {self.drop_layers}")
-        known = [*CRITERIA, *ACTIVATION_CRITERIA]
+        known = [*CRITERIA, *ACTIVATION_CRITERIA, *(("magnitude", "sparsegpt") if self.sparse else ())]
+        if self.sparse:
+            from onnxprune.passes.sparse import sparse_criterion
+            from onnxprune.sparsity.pattern import Pattern
+
+            Pattern.parse(self.sparse)
+            sparse_criterion(self.criterion, self.calib is not None)
+            if self.sparse_min_params < 0:
+                raise InvalidOptionError(f"--sparse-min-params must be >= 0, got {self.sparse_min_params}")
         if self.criterion is not None and self.criterion not in known:
             raise InvalidOptionError(f"--criterion '{self.criterion}' is unknown (choose from {', '.join(known)})")
         for name in ("target_flops", "target_params", "target_latency"):
@@ -68,7 +78,15 @@ class PruneOptions:
 
 
 def effective_criterion(options: PruneOptions) -> str:
-    return options.criterion or ("wanda" if options.calib else "l1")
+    """The channel criterion; a sparse-only name (--sparse --criterion sparsegpt) maps to its channel cousin."""
+    criterion = {"magnitude": "l1", "sparsegpt": "obs"}.get(options.criterion or "", options.criterion)
+    return criterion or ("wanda" if options.calib else "l1")
+
+
+def sparse_needs_activations(options: PruneOptions) -> bool:
+    from onnxprune.passes.sparse import sparse_criterion
+
+    return bool(options.sparse) and sparse_criterion(options.criterion, options.calib is not None) != "magnitude"
 
 
 def build_passes(options: PruneOptions, calibration=None, shapes=None) -> list[Pass]:
@@ -90,7 +108,7 @@ def build_passes(options: PruneOptions, calibration=None, shapes=None) -> list[P
         passes.append(DropLayers(options.drop_layers, calibration.feeds if calibration else []))
     target = (("flops", options.target_flops) if options.target_flops is not None else
               ("params", options.target_params) if options.target_params is not None else None)
-    if options.structured or options.heads or target or not options.drop_layers:
+    if options.structured or options.heads or target or not (options.drop_layers or options.sparse):
         criterion = effective_criterion(options)
         compensate = options.compensate if options.compensate is not None else options.calib is not None
         compensate = compensate and calibration is not None
@@ -107,6 +125,13 @@ def build_passes(options: PruneOptions, calibration=None, shapes=None) -> list[P
         passes += [Compensate(calibration)] if compensate else []
         passes += [RemoveChannels()]
         passes += [DropZeroBiases()] if compensate else []
+    if options.sparse:
+        from onnxprune.passes.sparse import SparsifyWeights, sparse_criterion
+        from onnxprune.sparsity.pattern import Pattern
+
+        criterion = sparse_criterion(options.criterion, calibration is not None and options.calib is not None)
+        passes.append(SparsifyWeights(Pattern.parse(options.sparse), criterion, calibration, options.exclude,
+                                      options.sparse_min_params, options.global_ranking))
     return passes
 
 
@@ -138,14 +163,17 @@ def prune(
     specs, shapes, notes = validation_inputs(model, options.shapes, options.seed)
     before = model_stats(model, shapes)
     context = Context(model, options={"exclude": options.exclude}, log=log)
-    context.report.update(input=str(source), output=str(target), seed=options.seed, notes=notes)
+    context.report.update(schema_version=1, input=str(source), output=str(target), seed=options.seed, notes=notes,
+                          options=_options_dict(options))
     if options.target_latency is not None:
         return _prune_to_latency(source, target, options, log)
     calibration = None
     from onnxprune.passes import ACTIVATION_CRITERIA
 
+    structured = options.structured or options.heads or options.target_flops or options.target_params
     if options.calib or options.drop_layers or options.compensate or options.target_flops or (
-            options.target_params) or effective_criterion(options) in ACTIVATION_CRITERIA:
+            options.target_params) or sparse_needs_activations(options) or (
+            (structured or not options.sparse) and effective_criterion(options) in ACTIVATION_CRITERIA):
         calibration = load_calibration(options.calib, specs, shapes, seed=options.seed, batch=options.calib_batch,
                                        random_batches=options.samples, log=log)
     run_pipeline(build_passes(options, calibration, shapes), context)
@@ -158,7 +186,21 @@ def prune(
     if options.validate:
         log("validating in ONNX Runtime")
         report["validation"] = compare_models(source, target, specs, shapes, options.seed, runs=options.latency_runs)
+        if options.sparse:
+            report["tensorrt"] = _tensorrt_check(source, target, shapes, options.seed, log)
     return report
+
+
+def _tensorrt_check(source: Path, target: Path, shapes: dict, seed: int, log: Callable[[str], None]) -> dict:
+    """Dense and sparse FP16 engines side by side when TensorRT is importable; else says why not."""
+    from . import trt
+
+    missing = trt.unavailable_report()
+    if missing is not None:
+        log(f"TensorRT check skipped ({missing['reason']}): validated in ONNX Runtime only")
+        return missing
+    log("building dense and sparse TensorRT engines")
+    return trt.compare_dense_sparse(source, target, shapes, fp16=True, seed=seed)
 
 
 def _prune_to_latency(source: Path, target: Path, options: PruneOptions, log: Callable[[str], None]) -> dict:
@@ -202,13 +244,21 @@ def _prune_to_latency(source: Path, target: Path, options: PruneOptions, log: Ca
     return report
 
 
-def check_report_path(path: str | os.PathLike) -> None:
+def _options_dict(options: PruneOptions) -> dict[str, Any]:
+    import dataclasses
+
+    data = dataclasses.asdict(options)
+    data["shapes"] = {name: list(shape) for name, shape in options.shapes.items()}
+    return data
+
+
+def check_report_path(path: str | os.PathLike, option: str = "--report") -> None:
     """Refuse a report path that cannot be written before any work is done."""
     path = Path(path)
     if path.is_dir():
-        raise InvalidOptionError(f"--report '{path}' is a folder; give a file name")
+        raise InvalidOptionError(f"{option} '{path}' is a folder; give a file name")
     if not (path.parent if str(path.parent) else Path(".")).is_dir():
-        raise InvalidOptionError(f"--report folder '{path.parent}' does not exist")
+        raise InvalidOptionError(f"{option} folder '{path.parent}' does not exist")
 
 
 def write_json(report: dict[str, Any], path: str | os.PathLike) -> None:

@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from .commands.common import progress_log as _progress_log
 from .errors import OnnxPruneError
 
 _DEBUG_ENV = "ONNXPRUNE_DEBUG"
@@ -29,16 +30,6 @@ def main() -> None:
     """Prune exported ONNX models: smaller, faster, still valid."""
 
 
-def _progress_log(message: str) -> None:
-    """Progress lines ('\r...') overwrite each other on a terminal and are skipped elsewhere."""
-    if message.startswith("\r") or message == "":
-        if sys.stderr.isatty():
-            sys.stderr.write(message if message else "\n")
-            sys.stderr.flush()
-        return
-    click.echo(message, err=True)
-
-
 def _fail(message: str, code: int = 2) -> None:
     click.echo(f"onnxprune: error: {message}", err=True)
     sys.exit(code)
@@ -55,7 +46,12 @@ def _fail(message: str, code: int = 2) -> None:
               help="Residual blocks to remove: a count (2) or a fraction of all blocks (0.25).")
 @click.option("--criterion", default=None,
               help="Channel score: l1, l2, bn-scale (weights only) or wanda, fluctuation, obs, contribution "
-                   "(with activations). Default: wanda with --calib, else l1.")
+                   "(with activations). Default: wanda with --calib, else l1. With --sparse: magnitude, wanda or "
+                   "sparsegpt (default: sparsegpt with --calib, else magnitude).")
+@click.option("--sparse", metavar="N:M|FRACTION",
+              help="Zero weights of Conv/MatMul/Gemm in TensorRT's N:M pattern (2:4) or a fraction unstructured (0.5).")
+@click.option("--sparse-min-params", type=int, default=0, show_default=True,
+              help="With --sparse: leave weights with fewer parameters dense (too small to gain).")
 @click.option("--calib", metavar="DATA", help="Calibration inputs: an .npz (input name -> [N, ...]) or a .py "
                                               "script with load_data() yielding feed dicts.")
 @click.option("--calib-batch", type=int, default=8, show_default=True, help="Samples per batch from an .npz.")
@@ -73,20 +69,23 @@ def _fail(message: str, code: int = 2) -> None:
 @click.option("--shapes", multiple=True, metavar="NAME:DIMS", help="Shapes for symbolic dims, e.g. x:1x3x224x224.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random validation inputs.")
 @click.option("--report", "report_path", metavar="PATH", help="Write the JSON report here.")
+@click.option("--html", "html_path", metavar="PATH", help="Write the report as a self-contained HTML page with plots.")
 @click.option("--external-data/--no-external-data", default=None,
               help="Store weights in OUT.data (default: as the input did, or when over 2 GB).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
-def prune_command(source, target, structured, heads, drop_layers, criterion, calib, calib_batch, target_flops,
+def prune_command(source, target, structured, heads, drop_layers, criterion, sparse, sparse_min_params, calib,
+                  calib_batch, target_flops,
                   target_params, target_latency, compensate,
                   global_ranking, round_to, exclude,
-                  validate, shapes, seed, report_path, external_data, quiet) -> None:
+                  validate, shapes, seed, report_path, html_path, external_data, quiet) -> None:
     """Remove channels from IN and write the smaller model to OUT."""
     from .api import PruneOptions, check_report_path, prune, write_json
     from .inputs import parse_shapes
     from .report import summary
 
-    if report_path:
-        check_report_path(report_path)
+    for path, option in ((report_path, "--report"), (html_path, "--html")):
+        if path:
+            check_report_path(path, option)
     log = (lambda message: None) if quiet else _progress_log
     options = PruneOptions(
         structured=structured, heads=heads, drop_layers=drop_layers, criterion=criterion, calib=calib,
@@ -94,11 +93,15 @@ def prune_command(source, target, structured, heads, drop_layers, criterion, cal
         target_latency=target_latency,
         global_ranking=global_ranking, round_to=round_to,
         exclude=list(exclude), validate=validate, shapes=parse_shapes(shapes), seed=seed,
-        external_data=external_data,
+        external_data=external_data, sparse=sparse, sparse_min_params=sparse_min_params,
     )
     report = prune(source, target, options, log=log)
     if report_path:
         write_json(report, report_path)
+    if html_path:
+        from .html_report import write_html
+
+        write_html(report, html_path)
     if not quiet:
         click.echo(summary(report))
         click.echo(f"wrote {target}")
@@ -144,6 +147,16 @@ def sensitivity_command(source, calib, criterion, shapes, plot_path, json_path) 
         write_json(result, json_path)
     if plot_path:
         plot(result, plot_path)
+
+
+def _add_subcommands() -> None:
+    from .commands import bench, check_sparsity, validate
+
+    for module in (validate, bench, check_sparsity):
+        main.add_command(module.command)
+
+
+_add_subcommands()
 
 
 def run() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from onnxprune import runtime
-from onnxprune.errors import InvalidOptionError, ValidationError
+from onnxprune.errors import InvalidOptionError, OnnxPruneError, ValidationError
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,42 @@ def measure_interleaved(
     if missing:
         raise ValueError(f"no feed given for session(s): {', '.join(missing)}")
 
-    names = list(sessions)
-    feeds = {name: dict(feed_for[name]) for name in names}
+    def runner(name: str) -> Callable[[], object]:
+        session, feed = sessions[name], dict(feed_for[name])
+
+        def run_once() -> object:
+            try:
+                return session.run(None, feed)
+            # ORT's exceptions share no base but Exception; see runtime.create_session.
+            except Exception as exc:
+                raise ValidationError(
+                    f"onnxruntime failed to run '{name}': {runtime.first_line(exc)}"
+                ) from exc
+
+        return run_once
+
+    return measure_callables({name: runner(name) for name in sessions}, warmup=warmup, runs=runs)
+
+
+def measure_callables(
+    runners: Mapping[str, Callable[[], object]],
+    warmup: int = 3,
+    runs: int = 20,
+) -> dict[str, LatencyStats]:
+    """Time zero-argument callables (one inference each) like `measure_interleaved` times sessions.
+
+    For runners that are not ONNX Runtime sessions: IO-bound GPU sessions, TensorRT engines. A
+    runner must return only when its work is done (synchronize a GPU stream before returning).
+    Errors other than onnxprune's own become a ValidationError naming the runner.
+    """
+    if warmup < 0:
+        raise InvalidOptionError(f"--warmup must be zero or more, got {warmup}")
+    if runs < 1:
+        raise InvalidOptionError(f"--runs must be at least 1, got {runs}")
+    names = list(runners)
     for _ in range(warmup):
         for name in names:
-            runtime.run(sessions[name], feeds[name], label=name)
+            _call(name, runners[name])
 
     times_ns: dict[str, list[int]] = {name: [] for name in names}
     for index in range(runs):
@@ -59,17 +90,20 @@ def measure_interleaved(
         # one (and inherits, or loses, its cache state).
         order = names if index % 2 == 0 else names[::-1]
         for name in order:
-            session, feed = sessions[name], feeds[name]
-            try:
-                start = time.perf_counter_ns()
-                session.run(None, feed)
-                times_ns[name].append(time.perf_counter_ns() - start)
-            # ORT's exceptions share no base but Exception; see runtime.create_session.
-            except Exception as exc:
-                raise ValidationError(
-                    f"onnxruntime failed to run '{name}': {runtime.first_line(exc)}"
-                ) from exc
+            run_once = runners[name]
+            start = time.perf_counter_ns()
+            _call(name, run_once)
+            times_ns[name].append(time.perf_counter_ns() - start)
     return {name: _stats(times_ns[name]) for name in names}
+
+
+def _call(name: str, run_once: Callable[[], object]) -> None:
+    try:
+        run_once()
+    except OnnxPruneError:
+        raise
+    except Exception as exc:
+        raise ValidationError(f"failed to run '{name}': {runtime.first_line(exc)}") from exc
 
 
 def _stats(times_ns: list[int]) -> LatencyStats:
@@ -88,3 +122,10 @@ def speedup(before: LatencyStats, after: LatencyStats) -> float:
     if after.median_ms <= 0:
         return float("inf")
     return before.median_ms / after.median_ms
+
+
+def throughput(stats: LatencyStats, batch: int) -> float:
+    """Samples per second at the median latency (`batch` samples per run)."""
+    if stats.median_ms <= 0:
+        return float("inf")
+    return batch * 1000.0 / stats.median_ms

@@ -352,7 +352,8 @@ class _Copier:
                 out.seek(0, os.SEEK_END)
                 array = array.reshape(-1).view(np.uint8)[array.nbytes - left:]
         data = _contiguous_le(array)
-        out.write(memoryview(data.reshape(-1)).cast("B"))
+        # Bytes view: memoryview cannot export ml_dtypes types (bfloat16, float8) directly.
+        out.write(memoryview(data.reshape(-1).view(np.uint8)))
 
     def close(self) -> None:
         for fd in self._sources.values():

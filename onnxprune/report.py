@@ -17,22 +17,63 @@ def _ratio(before: float, after: float) -> str:
 
 
 def summary(report: dict[str, Any]) -> str:
-    before, after = report["before"], report["after"]
-    spaces = report.get("spaces", [])
-    prunable = [s for s in spaces if s["prunable"]]
-    lines = [
-        f"channel spaces: {len(spaces)} ({len(prunable)} prunable, {len(spaces) - len(prunable)} pinned); "
-        f"channels removed: {report.get('channels_removed', 0)}",
-        f"{'':14}{'before':>12}{'after':>12}{'ratio':>10}",
-    ]
-    for key in ("params", "flops", "weight_bytes"):
-        lines.append(f"{key:14}{_count(before[key]):>12}{_count(after[key]):>12}{_ratio(before[key], after[key]):>10}")
+    """A few lines: what was removed and how, sizes before/after, latency, output errors, notes."""
+    lines = []
+    spaces = report.get("spaces")
+    if spaces is not None:
+        prunable = [s for s in spaces if s["prunable"]]
+        removed = {kind: sum(len(s.get("removed", [])) for s in spaces if s.get("kind", "channels") == kind)
+                   for kind in dict.fromkeys(s.get("kind", "channels") for s in spaces)}
+        counts = "; ".join(f"{kind} removed: {count}" for kind, count in removed.items() if count)
+        lines.append(f"channel spaces: {len(spaces)} ({len(prunable)} prunable, {len(spaces) - len(prunable)} "
+                     f"pinned); {counts or 'channels removed: 0'}")
+    layers = report.get("layers")
+    if layers is not None:
+        names = ", ".join(layers.get("removed", []))
+        lines.append(f"residual blocks removed: {len(layers.get('removed', []))} of {len(layers.get('blocks', []))}"
+                     + (f" ({names})" if names else ""))
+    sparsity = report.get("sparsity")
+    if isinstance(sparsity, dict):
+        lines.append(f"sparsity {sparsity.get('pattern')} ({sparsity.get('criterion')}): "
+                     f"{sparsity.get('sparse_weights')} weights, {_count(sparsity.get('sparse_params', 0))} of "
+                     f"{_count(sparsity.get('total_params', 0))} params; "
+                     f"{sparsity.get('ineligible_weights')} left dense (see check-sparsity)")
+        trtexec = (sparsity.get("build") or {}).get("trtexec")
+        if trtexec:
+            lines.append(f"build: {trtexec}")
+    tensorrt = report.get("tensorrt")
+    if isinstance(tensorrt, dict) and not tensorrt.get("available"):
+        lines.append(f"TensorRT: {tensorrt.get('reason')}")
+    elif isinstance(tensorrt, dict):
+        lines.append(f"TensorRT FP16: sparse engine {tensorrt.get('speedup')}x the dense one; sparse kernels in "
+                     f"{len((tensorrt.get('sparse') or {}).get('sparse_layers') or [])} layers")
+    how = []
+    if report.get("criterion"):
+        how.append(f"criterion {report['criterion']}")
+    calibration = report.get("calibration")
+    if isinstance(calibration, dict):
+        how.append(f"calibration {calibration.get('samples')} samples from {calibration.get('source') or 'random'}")
+    if isinstance(report.get("compensation"), dict):
+        how.append(f"compensation: {report['compensation'].get('layers_refit', 0)} layers refit")
+    budget = report.get("budget") or {}
+    for metric, goal in (budget.get("target") or {}).items():
+        how.append(f"target {metric} {goal}: achieved {budget.get('achieved')}")
+    if how:
+        lines.append("; ".join(how))
+    before, after = report.get("before"), report.get("after")
+    if before and after:
+        lines.append(f"{'':14}{'before':>12}{'after':>12}{'ratio':>10}")
+        for key in ("params", "flops", "weight_bytes"):
+            lines.append(f"{key:14}{_count(before[key]):>12}{_count(after[key]):>12}"
+                         f"{_ratio(before[key], after[key]):>10}")
     validation = report.get("validation")
     if validation:
         times = validation["latency_ms"]
+        speedup = validation.get("speedup")
         lines.append(
             f"{'latency ms':14}{times['original']['median_ms']:>12.3f}{times['pruned']['median_ms']:>12.3f}"
             f"{_ratio(times['original']['median_ms'], times['pruned']['median_ms']):>10}"
+            + (f"  (median; speedup {speedup:.2f}x)" if speedup else "")
         )
         for output in validation["outputs"]:
             if output.get("reason"):

@@ -76,3 +76,60 @@ def first_line(exc: BaseException) -> str:
     """The first non-blank line of an exception message (ORT's can run to pages)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
+
+
+# --- execution providers other than the CPU (additive: used by `onnxprune bench`) -------------
+
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+# TensorRT hands nodes it cannot build to CUDA, and CUDA to the CPU, as ORT's docs recommend.
+_FALLBACKS = {TENSORRT: [CUDA, CPU], CUDA: [CPU], CPU: []}
+
+ProviderSpec = str | tuple[str, dict[str, object]]
+
+
+def provider_chain(provider: str, options: Mapping[str, object] | None = None) -> list[ProviderSpec]:
+    """The providers list for ORT: `provider` (with its options) first, then its fallbacks."""
+    first: ProviderSpec = (provider, dict(options)) if options else provider
+    return [first, *_FALLBACKS.get(provider, [CPU])]
+
+
+def create_provider_session(
+    path: str | os.PathLike[str],
+    provider: str,
+    options: Mapping[str, object] | None = None,
+    threads: int | None = None,
+) -> ort.InferenceSession:
+    """Like `create_session`, on `provider` with provider options; refuses a silent fallback.
+
+    ORT falls back to the CPU with only a warning when a GPU provider cannot load (missing CUDA
+    libraries): a benchmark would then time the CPU under the GPU's name.
+    """
+    if provider not in available_providers():
+        raise InvalidOptionError(
+            f"--provider: '{provider}' is not available in this onnxruntime "
+            f"(available: {', '.join(available_providers())})"
+        )
+    session_options = ort.SessionOptions()
+    session_options.log_severity_level = _LOG_ERRORS_ONLY
+    if threads is not None:
+        if threads < 1:
+            raise InvalidOptionError(f"--threads must be a positive integer, got {threads}")
+        session_options.intra_op_num_threads = threads
+        session_options.inter_op_num_threads = 1
+    path = os.fspath(path)
+    try:
+        session = ort.InferenceSession(path, sess_options=session_options,
+                                       providers=provider_chain(provider, options))
+    except Exception as exc:
+        raise ValidationError(f"onnxruntime cannot load '{path}' on {provider}: {first_line(exc)}") from exc
+    used = session.get_providers()
+    if not used or used[0] != provider:
+        raise ProviderUnusableError(
+            f"onnxruntime could not start {provider} for '{path}' and fell back to {', '.join(used) or 'nothing'}"
+        )
+    return session
+
+
+class ProviderUnusableError(ValidationError):
+    """The provider is listed by ORT but could not be started (drivers, libraries)."""

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from . import compare, latency, runtime
-from .inputs import model_input_specs, random_feeds, resolve_shapes
+import numpy as np
+import onnxruntime as ort
+from onnx import helper
+
+from . import compare, latency, protoio, runtime
+from .calibration import load_calibration
+from .compare import OutputAccumulator
+from .errors import InvalidOptionError, ValidationError
+from .gates import Gates, evaluate, failure_line
+from .inputs import InputSpec, model_input_specs, random_feeds, resolve_shapes
 from .model import Model
 
 
@@ -43,4 +53,233 @@ def compare_models(
         "samples": samples,
         "latency_ms": {name: stats.to_dict() for name, stats in timing.items()},
         "speedup": round(latency.speedup(timing["original"], timing["pruned"]), 4),
+    }
+
+
+# ---------------------------------------------------------------- `onnxprune validate`
+# The runner side of the validate command: what the two models take and give, the inputs to feed
+# them, and one pass over those inputs feeding compare.OutputAccumulator. Verdicts are gates.py's.
+
+DEFAULT_RANDOM_BATCHES = 4
+DEFAULT_CALIB_BATCH = 8
+
+
+@dataclass(frozen=True)
+class TensorSignature:
+    """A graph output as declared: dtype None when untyped, rank None when no shape is declared."""
+
+    name: str
+    dtype: np.dtype | None
+    rank: int | None
+
+
+@dataclass
+class ValidateOptions:
+    """Inputs and gates of one `onnxprune validate` run (see `run_validation`)."""
+
+    gates: Gates = field(default_factory=Gates)
+    calib: str | None = None
+    calib_batch: int | None = None
+    samples: int | None = None
+    seed: int | None = None
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    val_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    classifiers: list[str] = field(default_factory=list)
+
+
+def model_signature(path: str | os.PathLike) -> tuple[list[InputSpec], list[TensorSignature]]:
+    """The inputs to feed (graph inputs that are not weights) and the outputs of the model at `path`."""
+    loaded = protoio.read_model(path)
+    weights = {weight.name for weight in loaded.weights}
+    specs = [spec for spec in model_input_specs(loaded.proto) if spec.name not in weights]
+    outputs = []
+    for value in loaded.proto.graph.output:
+        dtype = rank = None
+        if value.type.WhichOneof("value") == "tensor_type":
+            tensor_type = value.type.tensor_type
+            if tensor_type.elem_type:
+                dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+            if tensor_type.HasField("shape"):
+                rank = len(tensor_type.shape.dim)
+        outputs.append(TensorSignature(value.name, dtype, rank))
+    return specs, outputs
+
+
+def check_signatures(reference: str | os.PathLike, ref_sig: tuple[list, list],
+                     pruned: str | os.PathLike, got_sig: tuple[list, list]) -> None:
+    """Raise one ValidationError line when the two models' inputs or outputs differ in name, dtype or rank."""
+    ref_name, got_name = f"'{Path(reference).name}'", f"'{Path(pruned).name}'"
+    problems: list[str] = []
+    for kind, ref_items, got_items in (("input", ref_sig[0], got_sig[0]), ("output", ref_sig[1], got_sig[1])):
+        ref_by, got_by = {i.name: i for i in ref_items}, {i.name: i for i in got_items}
+        problems += [f"{kind} '{n}' of {ref_name} is missing from {got_name}" for n in ref_by if n not in got_by]
+        problems += [f"{kind} '{n}' of {got_name} is not in {ref_name}" for n in got_by if n not in ref_by]
+        for name in (n for n in ref_by if n in got_by):
+            a, b = ref_by[name], got_by[name]
+            if a.dtype is not None and b.dtype is not None and a.dtype != b.dtype:
+                problems.append(f"{kind} '{name}' is {a.dtype} in {ref_name} but {b.dtype} in {got_name}")
+            ranks = [_rank(item) for item in (a, b)]
+            if None not in ranks and ranks[0] != ranks[1]:
+                problems.append(f"{kind} '{name}' has rank {ranks[0]} in {ref_name} but {ranks[1]} in {got_name}")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ValidationError(f"the models cannot be compared: {'; '.join(problems[:3])}{more}")
+
+
+def _rank(item: InputSpec | TensorSignature) -> int | None:
+    if isinstance(item, TensorSignature):
+        return item.rank
+    return None if item.shape is None else len(item.shape)
+
+
+def parse_val_ranges(values: list[str] | tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """`--val-range` values `[NAME:]LO,HI` (brackets optional, as Polygraphy's `x:[0,1]`); "" keys the default."""
+    ranges: dict[str, tuple[float, float]] = {}
+    for raw in values:
+        name, _, bounds = raw.strip().rpartition(":")
+        name = name.strip()
+        parts = bounds.strip().strip("[]()").split(",")
+        try:
+            low, high = (float(part) for part in parts)
+        except ValueError:
+            raise InvalidOptionError(f"--val-range: '{raw}' is not [NAME:]LO,HI (e.g. 0,1 or x:-1,1)") from None
+        if not (np.isfinite(low) and np.isfinite(high)) or low > high:
+            raise InvalidOptionError(f"--val-range: '{raw}' needs finite bounds with LO <= HI")
+        if name in ranges:
+            which = f"input '{name}'" if name else "the default range"
+            raise InvalidOptionError(f"--val-range: {which} is given more than once")
+        ranges[name] = (low, high)
+    return ranges
+
+
+def random_inputs(specs: list[InputSpec], shapes: dict[str, tuple[int, ...]], seed: int, count: int,
+                  ranges: dict[str, tuple[float, float]]) -> list[dict[str, np.ndarray]]:
+    """`random_feeds`, with inputs that have a --val-range drawn uniformly from [LO, HI] instead.
+
+    Integer and bool inputs take the bounds truncated to integers, both ends included (Polygraphy's
+    rule). Each ranged array has its own generator seeded by (seed, batch, input index), so feeds
+    are reproducible and do not depend on --samples.
+    """
+    known = [spec.name for spec in specs]
+    for name in ranges:
+        if name and name not in known:
+            raise InvalidOptionError(f"--val-range: the models have no input '{name}' (inputs: {', '.join(known)})")
+    feeds = random_feeds(specs, shapes, seed, count=count)
+    for batch, feed in enumerate(feeds):
+        for index, spec in enumerate(specs):
+            bounds = ranges.get(spec.name, ranges.get(""))
+            if bounds is None:
+                continue
+            rng = np.random.default_rng([seed, batch, index])
+            shape, low, high = shapes[spec.name], bounds[0], bounds[1]
+            if spec.dtype == np.bool_ or np.issubdtype(spec.dtype, np.integer):
+                feed[spec.name] = rng.integers(int(low), int(high), size=shape, endpoint=True).astype(spec.dtype)
+            else:
+                feed[spec.name] = (low + (high - low) * rng.random(shape)).astype(spec.dtype)
+    return feeds
+
+
+def _validation_feeds(specs: list[InputSpec], options: ValidateOptions) -> tuple[list[dict], dict[str, Any]]:
+    if options.samples is not None and options.samples < 1:
+        raise InvalidOptionError(f"--samples must be at least 1, got {options.samples}")
+    if options.calib is not None:
+        for given, option in ((options.val_ranges, "--val-range"), (options.seed is not None, "--seed"),
+                              (options.shapes, "--shapes")):
+            if given:
+                raise InvalidOptionError(f"{option} applies to random inputs; it cannot be combined with --calib")
+        batch = options.calib_batch or _declared_batch(specs) or DEFAULT_CALIB_BATCH
+        if batch < 1:
+            raise InvalidOptionError(f"--calib-batch must be at least 1, got {batch}")
+        data = load_calibration(options.calib, specs, {}, batch=batch, limit=options.samples)
+        info = {"source": data.source, "seed": None, "batches": len(data), "samples": data.samples,
+                "shapes": _shapes_of(data.feeds[0]), "val_range": None, "notes": []}
+        return data.feeds, info
+    seed = 0 if options.seed is None else options.seed
+    if seed < 0:
+        raise InvalidOptionError(f"--seed must be a non-negative integer, got {seed}")
+    shapes, notes = resolve_shapes(specs, options.shapes)
+    count = options.samples or DEFAULT_RANDOM_BATCHES
+    feeds = random_inputs(specs, shapes, seed, count, options.val_ranges)
+    ranges = options.val_ranges
+    info = {"source": "random", "seed": seed, "batches": count, "samples": _count_samples(feeds),
+            "shapes": _shapes_of(feeds[0]),
+            "val_range": {"default": list(ranges[""]) if "" in ranges else None,
+                          "overrides": {k: list(v) for k, v in ranges.items() if k}},
+            "notes": notes}
+    return feeds, info
+
+
+def _declared_batch(specs: list[InputSpec]) -> int | None:
+    """A batch dim fixed by the model (every input's dim 0 the same integer), so .npz data fits it."""
+    dims = {spec.shape[0] if spec.shape else None for spec in specs}
+    if len(dims) == 1:
+        (dim,) = dims
+        return dim if isinstance(dim, int) and dim > 0 else None
+    return None
+
+
+def _count_samples(feeds: list[dict[str, np.ndarray]]) -> int:
+    """Rows along axis 0 of the first input, over all feeds (1 per feed for scalar inputs or no inputs)."""
+    total = 0
+    for feed in feeds:
+        first = next(iter(feed.values()), None)
+        total += int(np.shape(first)[0]) if first is not None and np.ndim(first) else 1
+    return total
+
+
+def _shapes_of(feed: dict[str, np.ndarray]) -> dict[str, list[int]]:
+    return {name: list(np.shape(value)) for name, value in feed.items()}
+
+
+def run_validation(reference: str | os.PathLike, pruned: str | os.PathLike,
+                   options: ValidateOptions) -> dict[str, Any]:
+    """Run both models on the same inputs, accumulate per-output statistics and check every gate.
+
+    Raises onnxprune.errors.* for what the user must fix (unreadable models, different
+    signatures, bad options); a failed gate is a result (`passed` False), not an exception.
+    """
+    ref_sig, got_sig = model_signature(reference), model_signature(pruned)
+    check_signatures(reference, ref_sig, pruned, got_sig)
+    specs, output_names = ref_sig[0], [output.name for output in ref_sig[1]]
+    gates = options.gates
+    gates.check_output_names(output_names)
+    for name in options.classifiers:
+        if name not in output_names:
+            raise InvalidOptionError(f"--classifier: the models have no output '{name}' "
+                                     f"(outputs: {', '.join(output_names)})")
+    feeds, inputs_info = _validation_feeds(specs, options)
+
+    sessions = [runtime.create_session(reference), runtime.create_session(pruned)]
+    accumulators = {
+        name: OutputAccumulator(
+            name, atol=gates.atol.for_output(name), rtol=gates.rtol.for_output(name), top_k=gates.top_k,
+            classifier=(name in options.classifiers) if options.classifiers else None)
+        for name in output_names
+    }
+    for feed in feeds:
+        ref_out = runtime.run(sessions[0], feed, label=str(reference))
+        got_out = runtime.run(sessions[1], feed, label=str(pruned))
+        for name, accumulator in accumulators.items():
+            accumulator.add(ref_out[name], got_out[name])
+
+    stats = [accumulator.result() for accumulator in accumulators.values()]
+    gates.check_classifiers(stats)
+    outputs, every_result = [], []
+    for item in stats:
+        results = evaluate(item, gates)
+        every_result += results
+        outputs.append({**item.to_dict(), "passed": all(r.passed for r in results),
+                        "gates": [r.to_dict() for r in results]})
+    failure = failure_line(every_result)
+    return {
+        "command": "validate",
+        "reference": str(reference),
+        "pruned": str(pruned),
+        "passed": failure is None,
+        "failure": failure,
+        "failed_gates": [r.to_dict() for r in every_result if not r.passed],
+        "inputs": inputs_info,
+        "gates": {**gates.to_dict(), "classifiers": list(options.classifiers) or None},
+        "outputs": outputs,
+        "runtime": {"onnxruntime": ort.__version__, "providers": [runtime.CPU]},
     }

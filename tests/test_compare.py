@@ -166,3 +166,10 @@ def test_speedup_and_latency_options() -> None:
     assert fast.to_dict()["median_ms"] == 2.0
     with pytest.raises(InvalidOptionError, match="--runs"):
         measure_interleaved({}, {}, runs=0)
+
+
+def test_top1_only_for_floating_point_class_scores() -> None:
+    # Integer [batch, k] outputs (indices, masks) are not class scores: no top-1 figure.
+    ids = np.array([[0, 3], [2, 1]], np.int64)
+    (diff,) = compare_outputs({"ids": ids}, {"ids": ids[:, ::-1].copy()})
+    assert diff.top1_agreement is None and diff.max_abs == 3.0

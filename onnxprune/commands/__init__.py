@@ -1,0 +1,1 @@
+"""Subcommands other than `prune`, one module each; `onnxprune.cli` registers them."""

@@ -1,0 +1,311 @@
+"""Fine-grained sparsity: zero weights in TensorRT's N:M pattern (2:4 by default) or unstructured.
+
+The zeros are the only signal TensorRT sees (nothing in ONNX marks a sparse weight), so every
+eligible weight is written to satisfy the pattern exactly along TensorRT's axis, the rest is left
+untouched, and the model's metadata lists what was made sparse.
+
+Criteria: magnitude |W|; Wanda |W| * ||X_j|| (the input channel's norm over calibration data);
+SparseGPT (OBS with H = X^T X, error propagated to the columns not yet pruned). With calibration
+data, layers are processed in waves along the graph: a layer's statistics are captured on the model
+whose earlier layers are already sparse, as SparseGPT and Wanda do block by block.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+
+from onnxprune.activations import collect_stats
+from onnxprune.calibration import CalibrationData
+from onnxprune.errors import InvalidOptionError, ValidationError
+from onnxprune.model import Model
+from onnxprune.pipeline import Context
+from onnxprune.sparsity import METADATA_KEY
+from onnxprune.sparsity.eligibility import Candidate, apply_policy, find_candidates
+from onnxprune.sparsity.hessian import conv_rows, conv_unrows
+from onnxprune.sparsity.pattern import (
+    Pattern,
+    from_rows,
+    nm_mask,
+    satisfies,
+    to_rows,
+    unstructured_mask,
+    violations,
+)
+from onnxprune.sparsity.solvers import row_unstructured_mask
+
+SPARSE_CRITERIA = ("magnitude", "wanda", "sparsegpt")
+
+
+def sparse_criterion(criterion: str | None, calibrated: bool) -> str:
+    """The --criterion name in sparse terms: SparseGPT by default with data, magnitude without."""
+    if criterion is None:
+        return "sparsegpt" if calibrated else "magnitude"
+    aliases = {"l1": "magnitude", "l2": "magnitude", "magnitude": "magnitude", "wanda": "wanda",
+               "sparsegpt": "sparsegpt", "obs": "sparsegpt"}
+    if criterion not in aliases:
+        raise InvalidOptionError(f"--criterion '{criterion}' does not apply to --sparse "
+                                 f"(choose from {', '.join(SPARSE_CRITERIA)})")
+    return aliases[criterion]
+
+
+def build_lines(path: str, pattern: Pattern) -> dict[str, str]:
+    """Ready-to-run commands that build a TensorRT engine using the sparse weights."""
+    if not pattern.structured or (pattern.keep, pattern.group) != (2, 4):
+        return {"note": "TensorRT's sparse tensor cores run 2:4 only; this pattern speeds up nothing there"}
+    return {
+        "trtexec": f"trtexec --onnx={path} --sparsity=enable --fp16",
+        "polygraphy": f"polygraphy run {path} --trt --fp16 --sparse-weights",
+        "onnxruntime_tensorrt_ep": (
+            f"onnxruntime.InferenceSession('{path}', providers=[('TensorrtExecutionProvider', "
+            "{'trt_fp16_enable': True, 'trt_sparsity_enable': True})])"),
+    }
+
+
+class SparsifyWeights:
+    """Rewrite pass: every eligible weight gets the pattern, chosen by the criterion."""
+
+    name = "sparsify"
+
+    def __init__(self, pattern: Pattern, criterion: str = "magnitude", calibration: CalibrationData | None = None,
+                 exclude: list[str] | None = None, min_params: int = 0, global_ranking: bool = False):
+        if criterion != "magnitude" and calibration is None:
+            raise InvalidOptionError(f"--criterion {criterion} with --sparse reads activations: give --calib")
+        self.pattern = pattern
+        self.criterion = criterion
+        self.calibration = calibration
+        self.exclude = list(exclude or [])
+        self.min_params = min_params
+        self.global_ranking = global_ranking
+
+    def run(self, context: Context) -> None:
+        model = context.model
+        _check_exclude(model, self.exclude)
+        candidates = find_candidates(model, self.pattern.group if self.pattern.structured else 1)
+        apply_policy(model, candidates, self.exclude, self.min_params)
+        targets = [c for c in candidates if c.eligible]
+        notes: dict[str, str] = {}
+        if self.global_ranking and not self.pattern.structured and self.criterion == "magnitude":
+            self._global_magnitude(model, targets)
+        else:
+            for number, wave in enumerate(_waves(model, targets), 1):
+                if self.criterion != "magnitude":
+                    context.log(f"\rsparsity: wave {number}, {len(wave)} weight(s)")
+                self._sparsify_wave(model, wave, notes, context)
+            if self.criterion != "magnitude":
+                context.log("")
+        _annotate(model, self.pattern, self.criterion, targets)
+        context.invalidate()
+        context.report["sparsity"] = self._report(model, candidates, notes, context)
+
+    # ------------------------------------------------------------------ criteria
+
+    def _sparsify_wave(self, model: Model, wave: list[Candidate], notes: dict[str, str], context: Context) -> None:
+        plans = {c.name: _plan(model, c, self.criterion) for c in wave}
+        for name, plan in plans.items():
+            if plan.note:
+                notes[name] = plan.note
+        if self.criterion == "wanda":
+            requests = {p.activation: p.activation_axis for p in plans.values() if p.criterion == "wanda"}
+            stats = collect_stats(model, requests, self.calibration) if requests else {}
+        elif self.criterion == "sparsegpt":
+            from onnxprune.sparsity.hessian import collect_grams
+
+            requests = {name: p.gram_request() for name, p in plans.items() if p.criterion == "sparsegpt"}
+            grams = collect_grams(model, requests, self.calibration, context.log) if requests else {}
+        for candidate in wave:
+            plan = plans[candidate.name]
+            original = model.weight(candidate.name)
+            rows = plan.rows(np.asarray(original, dtype=np.float64))
+            if plan.criterion == "sparsegpt":
+                from onnxprune.sparsity.solvers import sparsegpt
+
+                try:
+                    new_rows = sparsegpt(rows, grams[candidate.name], self.pattern)
+                except ValueError as exc:  # X^T X not positive definite even with heavy damping
+                    raise ValidationError(f"SparseGPT on weight '{candidate.name}': {exc}") from None
+            else:
+                scores = np.abs(rows)
+                if plan.criterion == "wanda":
+                    scores = scores * plan.column_scale(stats[plan.activation].norm)
+                new_rows = rows * self._mask(scores)
+            weight = plan.unrows(new_rows).astype(original.dtype)
+            model.set_weight(candidate.name, np.ascontiguousarray(weight))
+
+    def _mask(self, scores: np.ndarray) -> np.ndarray:
+        if self.pattern.structured:
+            return nm_mask(scores, self.pattern.keep, self.pattern.group)
+        if self.criterion == "wanda":  # Wanda compares weights within one output row
+            return row_unstructured_mask(scores, self.pattern.ratio)
+        return unstructured_mask(scores, self.pattern.ratio)
+
+    def _global_magnitude(self, model: Model, targets: list[Candidate]) -> None:
+        """One threshold over all eligible weights: layers with small weights lose more."""
+        if not targets:
+            return
+        magnitudes = np.concatenate([np.abs(model.weight(c.name).astype(np.float64)).reshape(-1) for c in targets])
+        drop = round(self.pattern.ratio * magnitudes.size)
+        if drop == 0:
+            return
+        threshold = np.partition(magnitudes, drop - 1)[drop - 1]
+        # Ties at the threshold: drop just enough of them, in order, so the count is exact.
+        budget = drop - int((magnitudes < threshold).sum())
+        for candidate in targets:
+            original = model.weight(candidate.name)
+            magnitude = np.abs(original.astype(np.float64))
+            keep = magnitude > threshold
+            ties = np.flatnonzero(magnitude.reshape(-1) == threshold)
+            taken = ties[:budget]
+            budget -= len(taken)
+            keep_flat = keep.reshape(-1)
+            keep_flat[np.setdiff1d(ties, taken)] = True
+            model.set_weight(candidate.name, np.ascontiguousarray(np.where(keep, original, 0).astype(original.dtype)))
+
+    # ------------------------------------------------------------------ report
+
+    def _report(self, model: Model, candidates: list[Candidate], notes: dict[str, str], context: Context) -> dict:
+        weights, sparse_params = [], 0
+        for candidate in candidates:
+            entry = candidate.to_dict()
+            if candidate.eligible:
+                array = model.weight(candidate.name)
+                entry["density"] = round(float(np.count_nonzero(array)) / max(array.size, 1), 4)
+                if self.pattern.structured:
+                    rows = to_rows(array, candidate.axis)
+                    entry["pattern_ok"] = satisfies(rows, self.pattern.keep, self.pattern.group)
+                    entry["violations"] = violations(rows, self.pattern.keep, self.pattern.group)
+                entry["criterion"] = self.criterion if candidate.name not in notes else "magnitude"
+                if candidate.name in notes:
+                    entry["note"] = notes[candidate.name]
+                sparse_params += candidate.size
+            weights.append(entry)
+        total = sum(w.numpy().size for w in model.weights.values())
+        return {
+            "pattern": str(self.pattern),
+            "criterion": self.criterion,
+            "global": self.global_ranking and not self.pattern.structured and self.criterion == "magnitude",
+            "weights": weights,
+            "sparse_weights": sum(1 for c in candidates if c.eligible),
+            "ineligible_weights": sum(1 for c in candidates if not c.eligible),
+            "sparse_params": sparse_params,
+            "total_params": int(total),
+            "build": build_lines(str(context.report.get("output", "out.onnx")), self.pattern),
+        }
+
+
+class _Plan:
+    """How one weight is scored: its [rows, K] layout and the activation its K axis reads."""
+
+    def __init__(self, candidate: Candidate, criterion: str, activation: str | None, activation_axis: int,
+                 node: onnx.NodeProto, note: str | None = None):
+        self.candidate = candidate
+        self.criterion = criterion
+        self.activation = activation
+        self.activation_axis = activation_axis
+        self.node = node
+        self.note = note
+        # The [O, *k, C] layout needs the weight as Conv reads it; one stored transposed is scored in rows.
+        self.conv = node.op_type == "Conv" and "Transpose" not in candidate.uses[0].via
+
+    def rows(self, weight: np.ndarray) -> np.ndarray:
+        """[outputs, K]: for Conv [O, C, *k] -> [O, *k, C] flattened (TensorRT's axis, groups of C)."""
+        if self.conv:
+            return conv_rows(weight)
+        return to_rows(weight, self.candidate.axis)
+
+    def unrows(self, rows: np.ndarray) -> np.ndarray:
+        if self.conv:
+            return conv_unrows(rows, self.candidate.shape)
+        return from_rows(rows, self.candidate.shape, self.candidate.axis)
+
+    def column_scale(self, norm: np.ndarray) -> np.ndarray:
+        """Per-column activation norms in the rows layout (grouped convs: each row its group's)."""
+        if not self.conv:
+            return norm[None, :]
+        out_channels, in_per_group = self.candidate.shape[0], self.candidate.shape[1]
+        positions = int(np.prod(self.candidate.shape[2:], dtype=np.int64))
+        groups = norm.size // in_per_group
+        per_group = norm.reshape(groups, in_per_group)[np.arange(out_channels) // (out_channels // groups)]
+        return np.tile(per_group, (1, positions))
+
+    def gram_request(self):
+        from onnxprune.sparsity.hessian import ConvGeometry, GramRequest
+
+        geometry = ConvGeometry.from_node(self.node, self.candidate.shape) if self.conv else None
+        return GramRequest(self.activation, self.activation_axis, geometry)
+
+
+def _activation_of(node: onnx.NodeProto, operand: int) -> tuple[str, int]:
+    """The tensor the weight's K axis meets, and that tensor's K axis."""
+    if node.op_type == "Conv":
+        return node.input[0], 1
+    attrs = {a.name: a.i for a in node.attribute}
+    if node.op_type == "Gemm":
+        if operand == 1:
+            return node.input[0], 0 if attrs.get("transA", 0) else 1
+        return node.input[1], 1 if attrs.get("transB", 0) else 0
+    return (node.input[0], -1) if operand == 1 else (node.input[1], -2)
+
+
+def _plan(model: Model, candidate: Candidate, criterion: str) -> _Plan:
+    use = candidate.uses[0]
+    activation, axis = _activation_of(use.node, use.operand)
+    if criterion == "magnitude":
+        return _Plan(candidate, criterion, None, 0, use.node)
+    reason = None
+    if len(candidate.uses) > 1:
+        reason = f"read by {len(candidate.uses)} nodes: no single input to score against"
+    elif model.is_weight(activation):
+        reason = "both operands are constants"
+    elif use.node.op_type == "Conv" and "Transpose" in use.via and _conv_groups(use.node) > 1:
+        reason = "grouped Conv weight stored transposed"
+    elif use.node.op_type == "Conv" and criterion == "sparsegpt" and (
+            _conv_groups(use.node) > 1 or "Transpose" in use.via):
+        return _Plan(candidate, "wanda", activation, axis, use.node,
+                     note="Wanda scores: SparseGPT takes Conv weights stored [O, C, k] with one group")
+    if reason:
+        return _Plan(candidate, "magnitude", None, 0, use.node, note=f"magnitude: {reason}")
+    return _Plan(candidate, criterion, activation, axis, use.node)
+
+
+def _conv_groups(node: onnx.NodeProto) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == "group"), 1)
+
+
+def _waves(model: Model, targets: list[Candidate]) -> list[list[Candidate]]:
+    """Targets grouped so that no target's input depends on another target of its wave or a later one."""
+    first_use = {id(c.uses[0].node): c for c in targets}
+    sparse_nodes = {id(use.node) for c in targets for use in c.uses}
+    depth: dict[str, int] = {}
+    waves: dict[int, list[Candidate]] = {}
+    for node in model.graph.node:
+        level = max((depth.get(name, 0) for name in node.input if name), default=0)
+        if id(node) in first_use:
+            waves.setdefault(level, []).append(first_use[id(node)])
+        if id(node) in sparse_nodes:
+            level += 1
+        for name in node.output:
+            depth[name] = level
+    return [waves[level] for level in sorted(waves)]
+
+
+def _check_exclude(model: Model, patterns: list[str]) -> None:
+    import fnmatch
+
+    names = [node.name for node in model.graph.node]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            raise InvalidOptionError(f"--exclude '{pattern}' matches no node name in the model")
+
+
+def _annotate(model: Model, pattern: Pattern, criterion: str, targets: list[Candidate]) -> None:
+    """metadata_props['onnxprune.sparsity']: the pattern and the weights that carry it (JSON)."""
+    props = model.proto.metadata_props
+    kept = [entry for entry in props if entry.key != METADATA_KEY]
+    del props[:]
+    props.extend(kept)
+    value = {"pattern": str(pattern), "criterion": criterion,
+             "weights": [{"name": c.name, "axis": c.axis} for c in targets]}
+    props.append(onnx.StringStringEntryProto(key=METADATA_KEY, value=json.dumps(value, separators=(",", ":"))))
