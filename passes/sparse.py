@@ -24,7 +24,7 @@ from onnxprune.model import Model
 from onnxprune.pipeline import Context
 from onnxprune.sparsity import METADATA_KEY
 from onnxprune.sparsity.eligibility import Candidate, apply_policy, find_candidates
-from onnxprune.sparsity.hessian import conv_rows, conv_unrows
+from onnxprune.sparsity.hessian import collect_grams, conv_rows, conv_unrows
 from onnxprune.sparsity.pattern import (
     Pattern,
     from_rows,
@@ -34,7 +34,7 @@ from onnxprune.sparsity.pattern import (
     unstructured_mask,
     violations,
 )
-from onnxprune.sparsity.solvers import row_unstructured_mask
+from onnxprune.sparsity.solvers import row_unstructured_mask, sparsegpt
 
 SPARSE_CRITERIA = ("magnitude", "wanda", "sparsegpt")
 
@@ -87,6 +87,9 @@ class SparsifyWeights:
         apply_policy(model, candidates, self.exclude, self.min_params)
         targets = [c for c in candidates if c.eligible]
         notes: dict[str, str] = {}
+        self._used: dict[str, str] = {}  # weight -> criterion actually applied (fallbacks differ)
+        for candidate in targets:
+            _separate_dense_readers(model, candidate, notes)
         if self.global_ranking and not self.pattern.structured and self.criterion == "magnitude":
             self._global_magnitude(model, targets)
         else:
@@ -105,23 +108,18 @@ class SparsifyWeights:
     def _sparsify_wave(self, model: Model, wave: list[Candidate], notes: dict[str, str], context: Context) -> None:
         plans = {c.name: _plan(model, c, self.criterion) for c in wave}
         for name, plan in plans.items():
+            self._used[name] = plan.criterion
             if plan.note:
-                notes[name] = plan.note
-        if self.criterion == "wanda":
-            requests = {p.activation: p.activation_axis for p in plans.values() if p.criterion == "wanda"}
-            stats = collect_stats(model, requests, self.calibration) if requests else {}
-        elif self.criterion == "sparsegpt":
-            from onnxprune.sparsity.hessian import collect_grams
-
-            requests = {name: p.gram_request() for name, p in plans.items() if p.criterion == "sparsegpt"}
-            grams = collect_grams(model, requests, self.calibration, context.log) if requests else {}
+                notes[name] = f"{notes[name]}; {plan.note}" if name in notes else plan.note
+        norms = {p.activation: p.activation_axis for p in plans.values() if p.criterion == "wanda"}
+        stats = collect_stats(model, norms, self.calibration) if norms else {}
+        hessians = {name: p.gram_request() for name, p in plans.items() if p.criterion == "sparsegpt"}
+        grams = collect_grams(model, hessians, self.calibration, context.log) if hessians else {}
         for candidate in wave:
             plan = plans[candidate.name]
             original = model.weight(candidate.name)
             rows = plan.rows(np.asarray(original, dtype=np.float64))
             if plan.criterion == "sparsegpt":
-                from onnxprune.sparsity.solvers import sparsegpt
-
                 try:
                     new_rows = sparsegpt(rows, grams[candidate.name], self.pattern)
                 except ValueError as exc:  # X^T X not positive definite even with heavy damping
@@ -130,14 +128,14 @@ class SparsifyWeights:
                 scores = np.abs(rows)
                 if plan.criterion == "wanda":
                     scores = scores * plan.column_scale(stats[plan.activation].norm)
-                new_rows = rows * self._mask(scores)
+                new_rows = rows * self._mask(scores, plan.criterion)
             weight = plan.unrows(new_rows).astype(original.dtype)
             model.set_weight(candidate.name, np.ascontiguousarray(weight))
 
-    def _mask(self, scores: np.ndarray) -> np.ndarray:
+    def _mask(self, scores: np.ndarray, criterion: str) -> np.ndarray:
         if self.pattern.structured:
             return nm_mask(scores, self.pattern.keep, self.pattern.group)
-        if self.criterion == "wanda":  # Wanda compares weights within one output row
+        if criterion == "wanda":  # Wanda compares weights within one output row
             return row_unstructured_mask(scores, self.pattern.ratio)
         return unstructured_mask(scores, self.pattern.ratio)
 
@@ -176,7 +174,7 @@ class SparsifyWeights:
                     rows = to_rows(array, candidate.axis)
                     entry["pattern_ok"] = satisfies(rows, self.pattern.keep, self.pattern.group)
                     entry["violations"] = violations(rows, self.pattern.keep, self.pattern.group)
-                entry["criterion"] = self.criterion if candidate.name not in notes else "magnitude"
+                entry["criterion"] = self._used.get(candidate.name, "magnitude")
                 if candidate.name in notes:
                     entry["note"] = notes[candidate.name]
                 sparse_params += candidate.size
@@ -289,6 +287,31 @@ def _waves(model: Model, targets: list[Candidate]) -> list[list[Candidate]]:
         for name in node.output:
             depth[name] = level
     return [waves[level] for level in sorted(waves)]
+
+
+def _separate_dense_readers(model: Model, candidate: Candidate, notes: dict[str, str]) -> None:
+    """A weight that other ops also read (a tied embedding: Gather and the LM head's MatMul) gets a copy
+    for its sparse-math uses, so those ops keep the dense values. The engine holds two copies anyway:
+    TensorRT folds the Transpose in front of the MatMul into a constant of its own."""
+    heads = []
+    for use in candidate.uses:
+        node, tensor = use.node, use.node.input[use.operand]
+        while tensor != candidate.name:  # walk the Transpose/Cast/Q/DQ chain back to the weight
+            node = model.producer(tensor)
+            tensor = node.input[0]
+        heads.append(node)
+    others = [n for n, _ in model.consumers(candidate.name) if all(n is not head for head in heads)]
+    if not others and candidate.name not in model.output_names:
+        return
+    copy = model.add_weight(f"{candidate.name}_sparse", np.array(model.weight(candidate.name)))
+    for head in heads:
+        for index, name in enumerate(head.input):
+            if name == candidate.name:
+                head.input[index] = copy
+    model.invalidate()
+    reader = model.node_label(others[0]) if others else "a graph output"
+    notes[copy] = f"copy of '{candidate.name}', which {reader} also reads and keeps dense"
+    candidate.name = copy
 
 
 def _check_exclude(model: Model, patterns: list[str]) -> None:

@@ -286,3 +286,43 @@ def test_bad_sparse_options_are_one_line_errors(zoo, tmp_path: Path) -> None:
     with pytest.raises(InvalidOptionError, match="--criterion"):
         sparsify(zoo("mlp"), tmp_path / "x.onnx", sparse="2:4", criterion="fluctuation")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_tied_weight_keeps_a_dense_copy_for_its_other_readers(tmp_path: Path) -> None:
+    """A tied embedding (Gather for the lookup, MatMul through Transpose for the LM head): the head gets a
+    2:4 copy, the lookup keeps the dense values, so the embeddings that feed the network are unchanged."""
+    g = GraphBuilder(opset=17)
+    ids = g.input((2, 5), "ids", elem_type=TensorProto.INT64)
+    table = g.weight((32, 16), "embedding")
+    hidden = g.op("Gather", [table, ids])
+    g.output(hidden, g.op("MatMul", [hidden, g.op("Transpose", [table], perm=[1, 0])]))
+    source = tmp_path / "tied.onnx"
+    onnx.save(g.model(), str(source))
+    report = sparsify(source, tmp_path / "out.onnx", sparse="2:4")["sparsity"]
+    (entry,) = [w for w in report["weights"] if w["eligible"]]
+    assert entry["name"] != "embedding" and "Gather" in entry["note"]
+    after = initializers(tmp_path / "out.onnx")
+    assert np.array_equal(after["embedding"], initializers(source)["embedding"])
+    assert reference_is_sparse(after[entry["name"]], 1)
+    feed = {"ids": np.arange(10, dtype=np.int64).reshape(2, 5)}
+    out_name = g.outputs[0].name
+    np.testing.assert_array_equal(run(tmp_path / "out.onnx", feed)[out_name], run(source, feed)[out_name])
+    check_valid(tmp_path / "out.onnx")
+
+
+def test_sparsegpt_falls_back_to_wanda_for_grouped_convs(tmp_path: Path) -> None:
+    g = GraphBuilder(opset=17)
+    x = g.input((1, 16, 8, 8), "x")
+    y = g.conv(x, 16, 16, k=3, group=2, pads=[1, 1, 1, 1], name="grouped")
+    g.output(g.conv(g.op("Relu", [y]), 16, 8, k=1, name="pointwise"))
+    source = tmp_path / "grouped.onnx"
+    onnx.save(g.model(), str(source))
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).standard_normal((8, 16, 8, 8)).astype(np.float32))
+    report = sparsify(source, tmp_path / "out.onnx", sparse="2:4", calib=str(tmp_path / "calib.npz"),
+                      calib_batch=1)["sparsity"]
+    used = {w["nodes"][0]: w["criterion"] for w in report["weights"] if w["eligible"]}
+    assert report["criterion"] == "sparsegpt"
+    assert used == {"grouped": "wanda", "pointwise": "sparsegpt"}
+    after = initializers(tmp_path / "out.onnx")
+    for weight in (w for w in report["weights"] if w["eligible"]):
+        assert reference_is_sparse(after[weight["name"]], 1)
