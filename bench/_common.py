@@ -72,12 +72,18 @@ def _git_commit() -> str | None:
         return None
 
 
-def write_results(name: str, payload: dict[str, Any]) -> Path:
-    """Write bench/results/NAME atomically (a temporary file, then a rename)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / name
+def write_results(name: str, payload: dict[str, Any], folder: Path | None = None) -> Path:
+    """Write bench/results/NAME (or FOLDER/NAME) atomically (a temporary file, then a rename)."""
+    return write_text(name, json.dumps(payload, indent=2, allow_nan=False) + "\n", folder)
+
+
+def write_text(name: str, text: str, folder: Path | None = None) -> Path:
+    """Write text to bench/results/NAME (or FOLDER/NAME) atomically."""
+    folder = RESULTS if folder is None else Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
     temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    temp.write_text(text)
     os.replace(temp, path)
     return path
 
@@ -91,6 +97,13 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """The same table as `table`, in Markdown."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

@@ -177,6 +177,12 @@ def prune(
         calibration = load_calibration(options.calib, specs, shapes, seed=options.seed, batch=options.calib_batch,
                                        random_batches=options.samples, log=log)
     run_pipeline(build_passes(options, calibration, shapes), context)
+    if not options.sparse:
+        from onnxprune.passes.sparse import refresh_annotation
+
+        stale = refresh_annotation(model)
+        if stale:
+            context.report["notes"].append(stale)
     after = model_stats(model, shapes)
     model.save(target, external_data=options.external_data)
     report = context.report

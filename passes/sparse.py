@@ -79,6 +79,7 @@ class SparsifyWeights:
         self.exclude = list(exclude or [])
         self.min_params = min_params
         self.global_ranking = global_ranking
+        self._used: dict[str, str] = {}  # weight -> criterion actually applied (fallbacks differ)
 
     def run(self, context: Context) -> None:
         model = context.model
@@ -87,7 +88,7 @@ class SparsifyWeights:
         apply_policy(model, candidates, self.exclude, self.min_params)
         targets = [c for c in candidates if c.eligible]
         notes: dict[str, str] = {}
-        self._used: dict[str, str] = {}  # weight -> criterion actually applied (fallbacks differ)
+        self._used = {}
         for candidate in targets:
             _separate_dense_readers(model, candidate, notes)
         if self.global_ranking and not self.pattern.structured and self.criterion == "magnitude":
@@ -312,6 +313,32 @@ def _separate_dense_readers(model: Model, candidate: Candidate, notes: dict[str,
     reader = model.node_label(others[0]) if others else "a graph output"
     notes[copy] = f"copy of '{candidate.name}', which {reader} also reads and keeps dense"
     candidate.name = copy
+
+
+def refresh_annotation(model: Model) -> str | None:
+    """After other rewrites (channels removed from a 2:4 weight shift its groups), keep only the listed
+    weights that still follow the pattern; returns a note when some no longer do."""
+    import json
+
+    entry = next((e for e in model.proto.metadata_props if e.key == METADATA_KEY), None)
+    if entry is None:
+        return None
+    try:
+        value = json.loads(entry.value)
+        pattern = Pattern.parse(value["pattern"])
+        listed = [w for w in value["weights"] if isinstance(w, dict)]
+    except (ValueError, KeyError, TypeError, InvalidOptionError):
+        return None
+    if not pattern.structured:
+        return None
+    still = [w for w in listed if model.is_weight(w.get("name", ""))
+             and satisfies(to_rows(model.weight(w["name"]), int(w["axis"])), pattern.keep, pattern.group)]
+    if len(still) == len(listed):
+        return None
+    value["weights"] = still
+    entry.value = json.dumps(value, separators=(",", ":"))
+    return (f"{len(listed) - len(still)} weight(s) annotated {pattern} no longer follow it after this rewrite; "
+            f"run with --sparse {pattern} again to restore it")
 
 
 def _check_exclude(model: Model, patterns: list[str]) -> None:

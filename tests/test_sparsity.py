@@ -326,3 +326,15 @@ def test_sparsegpt_falls_back_to_wanda_for_grouped_convs(tmp_path: Path) -> None
     after = initializers(tmp_path / "out.onnx")
     for weight in (w for w in report["weights"] if w["eligible"]):
         assert reference_is_sparse(after[weight["name"]], 1)
+
+
+def test_channel_removal_after_2_4_drops_stale_annotation(zoo, tmp_path: Path) -> None:
+    sparse, pruned = tmp_path / "sparse.onnx", tmp_path / "pruned.onnx"
+    listed = {w["name"] for w in sparsify(zoo("mlp"), sparse, sparse="2:4")["sparsity"]["weights"] if w["eligible"]}
+    report = sparsify(sparse, pruned, structured=0.3)
+    proto = onnx.load(str(pruned))
+    annotation = json.loads(next(p.value for p in proto.metadata_props if p.key == "onnxprune.sparsity"))
+    kept = {w["name"] for w in annotation["weights"]}
+    assert kept < listed and any("no longer follow" in note for note in report["notes"])
+    arrays = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    assert all(reference_is_sparse(arrays[w["name"]], w["axis"]) for w in annotation["weights"])
