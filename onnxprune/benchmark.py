@@ -88,6 +88,7 @@ def bench(
     entries = [_prepare(path, label, options, log) for path, label in zip(paths, _labels(paths), strict=True)]
     result: dict[str, Any] = {
         "kind": "onnxprune.bench",
+        "schema_version": 1,
         "onnxruntime_version": ort.__version__,
         "available_providers": runtime.available_providers(),
         "settings": {**asdict(options), "shapes": {k: list(v) for k, v in options.shapes.items()}},

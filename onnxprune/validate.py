@@ -273,6 +273,7 @@ def run_validation(reference: str | os.PathLike, pruned: str | os.PathLike,
     failure = failure_line(every_result)
     return {
         "command": "validate",
+        "schema_version": 1,
         "reference": str(reference),
         "pruned": str(pruned),
         "passed": failure is None,

@@ -87,6 +87,10 @@ class SparsifyWeights:
         candidates = find_candidates(model, self.pattern.group if self.pattern.structured else 1)
         apply_policy(model, candidates, self.exclude, self.min_params)
         targets = [c for c in candidates if c.eligible]
+        if not targets:
+            context.report.setdefault("notes", []).append(
+                f"--sparse {self.pattern}: no weight is eligible ({len(candidates)} Conv/MatMul/Gemm weight(s) "
+                "checked; see the report's sparsity.weights for why): nothing was made sparse")
         notes: dict[str, str] = {}
         self._used = {}
         for candidate in targets:

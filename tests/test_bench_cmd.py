@@ -59,6 +59,7 @@ def test_cli_reports_every_figure_and_skips_cuda(pair, tmp_path: Path) -> None:
                "--runs", "3", "--warmup", "1", "--threads", "1", "--json", str(out), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     result = strict_json(out)
+    assert result["kind"] == "onnxprune.bench" and result["schema_version"] == 1
 
     before, after = result["models"]
     assert [before["label"], after["label"]] == ["ref.onnx", "pruned.onnx"] and result["reference"] == "ref.onnx"

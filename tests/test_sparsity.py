@@ -214,6 +214,8 @@ def test_n_m_and_unstructured_patterns(zoo, tmp_path: Path) -> None:
 def test_structured_then_sparse(zoo, tmp_path: Path) -> None:
     target = tmp_path / "both.onnx"
     report = sparsify(zoo("resnet"), target, structured=0.3, sparse="2:4", validate=True)
+    assert report["schema_version"] == 1 and report["options"]["sparse"] == "2:4"
+    assert report["tensorrt"]["available"] or "not installed" in report["tensorrt"]["reason"]
     assert report["after"]["params"] < report["before"]["params"]
     assert report["sparsity"]["sparse_weights"] > 0
     after = initializers(target)
@@ -266,6 +268,7 @@ def test_check_sparsity_cli(zoo, tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "not 2:4" in result.output
     data = json.loads((tmp_path / "d.json").read_text())
+    assert data["command"] == "check-sparsity" and data["schema_version"] == 1
     assert data["eligible"] == 3 and data["sparse"] == 0 and data["annotation"] is None
     result = runner.invoke(main, ["check-sparsity", str(sparse), "--require", "2:4",
                                   "--json", str(tmp_path / "s.json")])

@@ -103,6 +103,7 @@ def test_identical_copy_passes_and_broken_model_fails(resnet_pair, tmp_path, mon
     assert "logits" in out and "passed" in out
     ok = strict_json(tmp_path / "ok.json")
     assert ok["passed"] is True and ok["failure"] is None and ok["failed_gates"] == []
+    assert ok["command"] == "validate" and ok["schema_version"] == 1
     (logits,) = ok["outputs"]
     assert logits["max_abs"] == 0.0 and logits["cosine"] == 1.0 and logits["elem_violations"] == 0
 

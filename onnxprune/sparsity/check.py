@@ -33,6 +33,8 @@ def check_model(model: Model, pattern: Pattern) -> dict[str, Any]:
     sparse = [w for w in eligible if w["pattern_ok"]]
     annotation = sparsity_metadata(model.proto)
     result: dict[str, Any] = {
+        "command": "check-sparsity",
+        "schema_version": 1,
         "pattern": str(pattern),
         "weights": weights,
         "eligible": len(eligible),
