@@ -12,6 +12,7 @@ whose earlier layers are already sparse, as SparseGPT and Wanda do block by bloc
 
 from __future__ import annotations
 
+import fnmatch
 import json
 
 import numpy as np
@@ -23,6 +24,7 @@ from onnxprune.errors import InvalidOptionError, ValidationError
 from onnxprune.model import Model
 from onnxprune.pipeline import Context
 from onnxprune.sparsity import METADATA_KEY
+from onnxprune.sparsity.check import pattern_status
 from onnxprune.sparsity.eligibility import Candidate, apply_policy, find_candidates
 from onnxprune.sparsity.hessian import collect_grams, conv_rows, conv_unrows
 from onnxprune.sparsity.pattern import (
@@ -32,7 +34,6 @@ from onnxprune.sparsity.pattern import (
     satisfies,
     to_rows,
     unstructured_mask,
-    violations,
 )
 from onnxprune.sparsity.solvers import row_unstructured_mask, sparsegpt
 
@@ -173,12 +174,7 @@ class SparsifyWeights:
         for candidate in candidates:
             entry = candidate.to_dict()
             if candidate.eligible:
-                array = model.weight(candidate.name)
-                entry["density"] = round(float(np.count_nonzero(array)) / max(array.size, 1), 4)
-                if self.pattern.structured:
-                    rows = to_rows(array, candidate.axis)
-                    entry["pattern_ok"] = satisfies(rows, self.pattern.keep, self.pattern.group)
-                    entry["violations"] = violations(rows, self.pattern.keep, self.pattern.group)
+                entry.update(pattern_status(model.weight(candidate.name), candidate.axis, self.pattern))
                 entry["criterion"] = self._used.get(candidate.name, "magnitude")
                 if candidate.name in notes:
                     entry["note"] = notes[candidate.name]
@@ -322,8 +318,6 @@ def _separate_dense_readers(model: Model, candidate: Candidate, notes: dict[str,
 def refresh_annotation(model: Model) -> str | None:
     """After other rewrites (channels removed from a 2:4 weight shift its groups), keep only the listed
     weights that still follow the pattern; returns a note when some no longer do."""
-    import json
-
     entry = next((e for e in model.proto.metadata_props if e.key == METADATA_KEY), None)
     if entry is None:
         return None
@@ -346,8 +340,6 @@ def refresh_annotation(model: Model) -> str | None:
 
 
 def _check_exclude(model: Model, patterns: list[str]) -> None:
-    import fnmatch
-
     names = [node.name for node in model.graph.node]
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):

@@ -10,7 +10,22 @@ import numpy as np
 from onnxprune.model import Model
 
 from .eligibility import find_candidates
-from .pattern import Pattern, satisfies, to_rows, violations
+from .pattern import Pattern, to_rows, violations
+
+
+def density(array: np.ndarray) -> float:
+    """Fraction of non-zero elements (-0.0 counts as zero)."""
+    return round(float(np.count_nonzero(array)) / max(array.size, 1), 4)
+
+
+def pattern_status(array: np.ndarray, axis: int, pattern: Pattern) -> dict[str, Any]:
+    """Density of a weight and, along `axis`, whether it follows the N:M pattern (groups over N)."""
+    status: dict[str, Any] = {"density": density(array)}
+    if pattern.structured:
+        rows = to_rows(array, axis)
+        over = violations(rows, pattern.keep, pattern.group)
+        status.update(pattern_ok=over == 0, violations=over, groups=rows.size // pattern.group)
+    return status
 
 
 def check_model(model: Model, pattern: Pattern) -> dict[str, Any]:
@@ -20,14 +35,10 @@ def check_model(model: Model, pattern: Pattern) -> dict[str, Any]:
     for candidate in find_candidates(model, pattern.group):
         entry = candidate.to_dict()
         array = model.weight(candidate.name)
-        entry["density"] = round(float(np.count_nonzero(array)) / max(array.size, 1), 4)
         if candidate.eligible:
-            rows = to_rows(array, candidate.axis)
-            entry["pattern_ok"] = satisfies(rows, pattern.keep, pattern.group)
-            entry["violations"] = violations(rows, pattern.keep, pattern.group)
-            entry["groups"] = rows.size // pattern.group
+            entry.update(pattern_status(array, candidate.axis, pattern))
         else:
-            entry["pattern_ok"] = None
+            entry.update(density=density(array), pattern_ok=None)
         weights.append(entry)
     eligible = [w for w in weights if w["eligible"]]
     sparse = [w for w in eligible if w["pattern_ok"]]
