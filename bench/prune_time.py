@@ -1,18 +1,23 @@
 """Prune time and peak memory against a plain `onnx.load` + `onnx.save` of the same model.
 
-    python -m bench.prune_time [--gb 1.0] [--skip-synthetic] [--runs 3] [--synthetic-runs 3] [--warmup-runs 1]
-                               [--profile]
+    python -m bench.prune_time [--gb 1.0] [--dtypes float32,float16] [--external-data] [--validate]
+                               [--skip-synthetic] [--runs 3] [--synthetic-runs 3] [--warmup-runs 1] [--profile]
 
 Models: the largest net in models/ (yolo, torchscript export) and a synthetic conv + matmul stack
-of about --gb GB (bench/synthetic.py), both written to a temporary folder that is deleted at the end.
+of about --gb GB per --dtypes entry (bench/synthetic.py; external data above 1.9 GB or with
+--external-data), all written to a temporary folder that is deleted at the end.
 
 Every measurement runs in a fresh Python subprocess, so its peak RSS (the child's own high-water
 mark, VmHWM, printed back as JSON; ru_maxrss on systems without /proc) is that one operation's:
   save   onnx.load(model) + onnx.save(copy)                                 (the reference)
+         (external-data models: onnx.load loads the data, onnx.save(..., save_as_external_data=True))
   prune  onnxprune.prune(model, out, PruneOptions(structured=0.4, validate=False)), load and save included
 After --warmup-runs discarded runs of each, the two alternate (save, prune, then prune, save, ...)
 and each is repeated --runs times; figures are medians. Targets: prune wall time <= 2x the
-reference, prune peak RSS <= 2x the model's file size.
+reference, prune peak RSS <= 2x the model's size (file plus external data).
+The last pruned synthetic output is checked: onnx.checker full check by path, one ONNX Runtime
+run (finite outputs of the right shape). --validate adds one run of the prune with validation on
+(validate=True, what `onnxprune in out --structured 0.4` does), to show what validation costs.
 Results go to bench/results/prune_time.json.
 """
 
@@ -79,7 +84,7 @@ def _ru_maxrss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
-def _child_save(source: str, target: str) -> dict[str, Any]:
+def _child_save(source: str, target: str, external: bool = False) -> dict[str, Any]:
     import onnx
 
     baseline, split_imports = _maxrss_bytes(), _rss_now()
@@ -87,7 +92,10 @@ def _child_save(source: str, target: str) -> dict[str, Any]:
     model = onnx.load(source)
     loaded = time.perf_counter()
     after_load, split_load = _maxrss_bytes(), _rss_now()
-    onnx.save(model, target)
+    if external:
+        onnx.save(model, target, save_as_external_data=True, location=f"{Path(target).name}.data")
+    else:
+        onnx.save(model, target)
     done = time.perf_counter()
     return {
         "rss_now_after_phase": {"imports": split_imports, "onnx.load": split_load, "onnx.save": _rss_now()},
@@ -99,7 +107,7 @@ def _child_save(source: str, target: str) -> dict[str, Any]:
     }
 
 
-def _child_prune(source: str, target: str, profile: bool = False) -> dict[str, Any]:
+def _child_prune(source: str, target: str, profile: bool = False, validate: bool = False) -> dict[str, Any]:
     import onnxprune
     import onnxprune.api as api
     from onnxprune.model import Model
@@ -125,13 +133,22 @@ def _child_prune(source: str, target: str, profile: bool = False) -> dict[str, A
         return wrapper
 
     original_load, original_save, original_stats = Model.load, Model.save, api.model_stats
+    held: dict[str, int] = {}
+
+    def save_and_count(model, *args, **kwargs):
+        held.update(held_bytes=model.held.held_bytes, spilled_bytes=model.held.spilled_bytes)
+        return original_save(model, *args, **kwargs)
+
     Model.load = classmethod(timed("Model.load", original_load.__func__))
-    Model.save = timed("Model.save", original_save)
+    Model.save = timed("Model.save", save_and_count)
     api.model_stats = timed("model_stats", original_stats)
     original_pipeline = api.run_pipeline
     api.run_pipeline = timed("passes", original_pipeline)
+    original_compare = api.compare_models
+    if validate:
+        api.compare_models = timed("validation", original_compare)
     baseline, split_imports = _maxrss_bytes(), _rss_now()
-    options = onnxprune.PruneOptions(structured=STRUCTURED, validate=False)
+    options = onnxprune.PruneOptions(structured=STRUCTURED, validate=validate)
     profiler = None
     if profile:
         import cProfile
@@ -144,7 +161,7 @@ def _child_prune(source: str, target: str, profile: bool = False) -> dict[str, A
     if profiler is not None:
         profiler.disable()
     Model.load, Model.save, api.model_stats = original_load, original_save, original_stats
-    api.run_pipeline = original_pipeline
+    api.run_pipeline, api.compare_models = original_pipeline, original_compare
     passes = {f"pass {name}": seconds for name, seconds in report.get("pass_seconds", {}).items()}
     phases.pop("passes", None)
     if passes and "passes" in marks:
@@ -155,7 +172,7 @@ def _child_prune(source: str, target: str, profile: bool = False) -> dict[str, A
         if key in phases:
             ordered[key] = phases[key]
     ordered.update(passes)
-    for key in ("model_stats (after)", "Model.save"):
+    for key in ("model_stats (after)", "Model.save", "validation"):
         if key in phases:
             ordered[key] = phases[key]
     ordered["other"] = max(wall - sum(ordered.values()), 0.0)
@@ -169,7 +186,13 @@ def _child_prune(source: str, target: str, profile: bool = False) -> dict[str, A
         "channels_removed": report.get("channels_removed"),
         "params_before": report["before"]["params"],
         "params_after": report["after"]["params"],
+        "weights_held_in_memory_at_save": held.get("held_bytes"),
+        "weights_spilled_to_disk": held.get("spilled_bytes"),
     }
+    if validate:
+        validation = report["validation"]
+        result["validation"] = {"latency_mode": validation.get("latency_mode"), "speedup": validation["speedup"],
+                                "outputs": validation["outputs"]}
     if profiler is not None:
         result["profile"] = _profile_top(profiler)
     return result
@@ -191,12 +214,40 @@ def _profile_top(profiler, count: int = 20) -> list[dict[str, Any]]:
     return rows[:count]
 
 
+def _child_verify(target: str) -> dict[str, Any]:
+    """The pruned model is valid ONNX (full check, by path: the only way past 2 GB) and runs."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    started = time.perf_counter()
+    onnx.checker.check_model(target, full_check=True)
+    checked = time.perf_counter()
+    session = ort.InferenceSession(target, providers=["CPUExecutionProvider"])
+    feed = {}
+    for value in session.get_inputs():
+        shape = [1 if not isinstance(d, int) else d for d in value.shape]
+        dtype = np.float16 if value.type == "tensor(float16)" else np.float32
+        feed[value.name] = np.random.default_rng(0).standard_normal(shape, dtype=np.float32).astype(dtype)
+    outputs = session.run(None, feed)
+    return {
+        "checker_full_check": True,
+        "checker_s": round(checked - started, 3),
+        "ort_run_s": round(time.perf_counter() - checked, 3),
+        "output_shapes": [list(o.shape) for o in outputs],
+        "outputs_finite": bool(all(np.isfinite(o).all() for o in outputs)),
+        "peak_rss": _maxrss_bytes(),
+    }
+
+
 def _child_main(argv: list[str]) -> int:
     mode, source, target = argv
-    if mode == "save":
-        result = _child_save(source, target)
-    elif mode in ("prune", "prune-profile"):
-        result = _child_prune(source, target, profile=mode == "prune-profile")
+    if mode in ("save", "save-external"):
+        result = _child_save(source, target, external=mode == "save-external")
+    elif mode == "verify":
+        result = _child_verify(target)
+    elif mode in ("prune", "prune-profile", "prune-validate"):
+        result = _child_prune(source, target, profile=mode == "prune-profile", validate=mode == "prune-validate")
     else:
         raise SystemExit(f"unknown child mode {mode!r}")
     result["ru_maxrss"] = _ru_maxrss_bytes()
@@ -207,7 +258,7 @@ def _child_main(argv: list[str]) -> int:
 # ---------------------------------------------------------------- parent side
 
 
-def _run_child(mode: str, source: Path, target: Path) -> dict[str, Any]:
+def _run_child(mode: str, source: Path, target: Path, keep: bool = False) -> dict[str, Any]:
     command = [sys.executable, "-m", "bench.prune_time", "--child", mode, str(source), str(target)]
     # Flush dirty pages (earlier outputs, deleted or not) first, so no run pays for another's writeback.
     if hasattr(os, "sync"):
@@ -220,11 +271,17 @@ def _run_child(mode: str, source: Path, target: Path) -> dict[str, Any]:
     line = next(x for x in reversed(done.stdout.splitlines()) if x.startswith("BENCH-RESULT "))
     result = json.loads(line[len("BENCH-RESULT "):])
     result["process_s"] = process_s
-    result["output_bytes"] = _file_bytes(target)
+    if target.exists():
+        result["output_bytes"] = _file_bytes(target)
+    if not keep:
+        _remove(target)
+    return result
+
+
+def _remove(target: Path) -> None:
     for leftover in (target, Path(f"{target}.data")):
         if leftover.exists():
             leftover.unlink()
-    return result
 
 
 def _check_call(command: list[str]) -> str:
@@ -265,26 +322,56 @@ def _summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def measure(name: str, source: Path, runs: int, work: Path, log, warmup_runs: int = 1) -> dict[str, Any]:
+def measure(name: str, source: Path, runs: int, work: Path, log, warmup_runs: int = 1, *,
+            external: bool = False, verify: bool = False, validate: bool = False) -> dict[str, Any]:
     size = _file_bytes(source)
     results: dict[str, list[dict[str, Any]]] = {"save": [], "prune": []}
+    save_mode = "save-external" if external else "save"
     for index in range(warmup_runs):
         # Discarded: the first runs after writing a big model pay for page cache and, on a VM, for
         # guest memory the host has not backed yet (the first load+save of 1 GB took 3x the third).
         for mode in ("save", "prune"):
-            result = _run_child(mode, source, work / f"{name}.{mode}.onnx")
+            result = _run_child(save_mode if mode == "save" else mode, source, work / f"{name}.{mode}.onnx")
             log(f"  {name} warmup {index + 1}/{warmup_runs} {mode:5s}: {result['wall_s']:.3f} s (discarded)")
+    pruned = work / f"{name}.prune.onnx"
     for index in range(runs):
         order = ("save", "prune") if index % 2 == 0 else ("prune", "save")
         for mode in order:
-            result = _run_child(mode, source, work / f"{name}.{mode}.onnx")
+            last_prune = verify and mode == "prune" and index == runs - 1
+            result = _run_child(save_mode if mode == "save" else mode, source, work / f"{name}.{mode}.onnx",
+                                keep=last_prune)
             results[mode].append(result)
             log(f"  {name} run {index + 1}/{runs} {mode:5s}: {result['wall_s']:.3f} s, "
                 f"peak RSS {result['peak_rss'] / _MB:,.0f} MB")
     save, prune = _summarize(results["save"]), _summarize(results["prune"])
     net = prune["peak_rss"] - prune["baseline_rss"]
+    extra: dict[str, Any] = {}
+    last = results["prune"][-1]
+    extra["weights_held_in_memory_at_save"] = last.get("weights_held_in_memory_at_save")
+    extra["weights_spilled_to_disk"] = last.get("weights_spilled_to_disk")
+    if verify:
+        check = _run_child("verify", source, pruned)
+        extra["output_check"] = {key: check[key] for key in ("checker_full_check", "checker_s", "ort_run_s",
+                                                             "output_shapes", "outputs_finite")}
+        log(f"  {name} output check: {extra['output_check']}")
+    if validate:
+        with_validation = _run_child("prune-validate", source, work / f"{name}.validate.onnx")
+        extra["with_validation"] = {
+            "wall_s": with_validation["wall_s"],
+            "phases_s": with_validation["phases_s"],
+            "peak_rss": with_validation["peak_rss"],
+            "peak_rss_per_file": with_validation["peak_rss"] / size,
+            "maxrss_after_phase": with_validation["maxrss_after_phase"],
+            "rss_now_after_phase": with_validation["rss_now_after_phase"],
+            "validation": with_validation["validation"],
+        }
+        log(f"  {name} with validation: {with_validation['wall_s']:.1f} s, "
+            f"peak RSS {with_validation['peak_rss'] / _MB:,.0f} MB "
+            f"({with_validation['validation']['latency_mode']} latency)")
     return {
         "model": name,
+        "external_data": external,
+        **extra,
         "file_bytes": size,
         "runs": runs,
         "warmup_runs": warmup_runs,
@@ -321,6 +408,21 @@ def _print_tables(cases: list[dict[str, Any]]) -> None:
     print(f"targets: time ratio <= {TIME_TARGET}, prune RSS/file <= {RSS_TARGET} "
           "(net = peak minus the RSS after imports; medians of the runs)")
     for case in cases:
+        notes = []
+        if case.get("weights_spilled_to_disk") is not None:
+            notes.append(f"changed weights spilled to disk {case['weights_spilled_to_disk'] / _MB:,.0f} MB, "
+                         f"held in memory at save {case['weights_held_in_memory_at_save'] / _MB:,.0f} MB")
+        if "output_check" in case:
+            check = case["output_check"]
+            notes.append(f"output: checker full_check ok, ORT outputs {check['output_shapes']} "
+                         f"finite={check['outputs_finite']}")
+        if "with_validation" in case:
+            extra = case["with_validation"]
+            notes.append(f"with validation ({extra['validation']['latency_mode']} latency): {extra['wall_s']:.1f} s, "
+                         f"peak RSS {extra['peak_rss'] / _MB:,.0f} MB = {extra['peak_rss_per_file']:.2f}x the model")
+        for note in notes:
+            print(f"{case['model']}: {note}")
+    for case in cases:
         print(f"\n{case['model']}: where the time goes (median s) and the peak RSS after each phase (MB)")
         for label, key in (("onnx.load + onnx.save", "reference"), ("onnxprune.prune", "prune")):
             part = case[key]
@@ -347,6 +449,12 @@ def _print_profile(name: str, rows: list[dict[str, Any]]) -> None:
                 [[r["function"][-90:], r["calls"], r["tottime_s"], r["cumtime_s"]] for r in rows]))
 
 
+def _measure_logged(name: str, source: Path, runs: int, work: Path, log, warmup_runs: int,
+                    **kwargs) -> dict[str, Any]:
+    log(f"measuring {name} ({runs} runs each)")
+    return measure(name, source, runs, work, log, warmup_runs, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
@@ -354,6 +462,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.prune_time", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gb", type=float, default=1.0, help="synthetic model size in GB (default 1.0)")
+    parser.add_argument("--dtypes", default="float32",
+                        help="comma-separated weight types of the synthetic models: float32, float16 (default float32)")
+    parser.add_argument("--external-data", action="store_true",
+                        help="synthetic weights in a .data file even below 1.9 GB")
+    parser.add_argument("--validate", action="store_true",
+                        help="also time one prune of each synthetic model with validation on")
     parser.add_argument("--skip-synthetic", action="store_true", help="only the models/ net")
     parser.add_argument("--runs", type=int, default=3, help="runs per measurement (default 3)")
     parser.add_argument("--synthetic-runs", type=int, default=None,
@@ -362,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="also profile one prune of each model (cProfile)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results/")
     args = parser.parse_args(argv)
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    if not dtypes or any(d not in ("float32", "float16") for d in dtypes):
+        parser.error(f"--dtypes takes float32 and/or float16, got {args.dtypes!r}")
     if args.runs < 1 or (args.synthetic_runs is not None and args.synthetic_runs < 1):
         parser.error("--runs and --synthetic-runs must be at least 1")
 
@@ -371,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     cases = []
-    synthetic_info = None
+    synthetic_info: dict[str, Any] = {}
     profiles = {}
     with tempfile.TemporaryDirectory(prefix="onnxprune-bench-") as temp:
         work = Path(temp)
@@ -380,23 +497,28 @@ def main(argv: list[str] | None = None) -> int:
         log("building yolo (torchscript export)")
         yolo = work / "yolo.onnx"
         _check_call([sys.executable, "-m", "models", "build", "yolo", "--exporter", "torchscript", "--out", str(yolo)])
-        sources = [("yolo", yolo, args.runs)]
-        if not args.skip_synthetic:
-            log(f"writing the synthetic stack ({args.gb:g} GB)")
-            synthetic = work / "synthetic.onnx"
-            command = [sys.executable, "-m", "bench.synthetic", str(synthetic), "--gb", repr(args.gb), "--json"]
-            out = _check_call(command)
-            synthetic_info = json.loads(out.strip().splitlines()[-1])
-            synthetic_info.pop("path")
-            log(f"  {synthetic_info['file_bytes'] / _MB:,.0f} MB: {synthetic_info['n_conv']} convs "
-                f"{synthetic_info['channels']} ch, {synthetic_info['n_matmul']} matmuls {synthetic_info['hidden']} "
-                f"wide, {synthetic_info['seconds']:.1f} s")
-            sources.append((f"synthetic-{args.gb:g}GB", synthetic, args.synthetic_runs or args.runs))
-        for name, source, runs in sources:
-            log(f"measuring {name} ({runs} runs each)")
-            cases.append(measure(name, source, runs, work, log, args.warmup_runs))
+        cases.append(_measure_logged("yolo", yolo, args.runs, work, log, args.warmup_runs))
+        if args.profile:
+            profiles["yolo"] = _run_child("prune-profile", yolo, work / "yolo.profile.onnx")["profile"]
+        for dtype in [] if args.skip_synthetic else dtypes:
+            # One synthetic model on disk at a time: 2 x 2.2 GB plus outputs would crowd a small /tmp.
+            name = f"synthetic-{args.gb:g}GB" + ("" if dtype == "float32" else f"-{dtype}")
+            log(f"writing the synthetic stack ({args.gb:g} GB, {dtype})")
+            synthetic = work / f"{name}.onnx"
+            command = [sys.executable, "-m", "bench.synthetic", str(synthetic), "--gb", repr(args.gb), "--json",
+                       "--dtype", dtype] + (["--external-data"] if args.external_data else [])
+            info = json.loads(_check_call(command).strip().splitlines()[-1])
+            info.pop("path")
+            synthetic_info[name] = info
+            log(f"  {info['file_bytes'] / _MB:,.0f} MB{' + external data' if info['external_data'] else ''}: "
+                f"{info['n_conv']} convs {info['channels']} ch, {info['n_matmul']} matmuls {info['hidden']} "
+                f"wide, {info['seconds']:.1f} s")
+            cases.append(_measure_logged(name, synthetic, args.synthetic_runs or args.runs, work, log,
+                                         args.warmup_runs, external=info["external_data"], verify=True,
+                                         validate=args.validate))
             if args.profile:
-                profiles[name] = _run_child("prune-profile", source, work / f"{name}.profile.onnx")["profile"]
+                profiles[name] = _run_child("prune-profile", synthetic, work / f"{name}.profile.onnx")["profile"]
+            _remove(synthetic)
 
     print()
     _print_tables(cases)

@@ -7,16 +7,17 @@
       -> M x (MatMul H x H + Add bias + Relu)
       -> MatMul H -> 10 + Add bias               output [batch, 10]
 
-Weights are seeded float32 (He-scaled normal, so activations stay O(1) through hundreds of
-layers). Every hidden channel space (each Conv's and each MatMul's output) is prunable; only the
-input's C channels and the 10 outputs are pinned.
+Weights are seeded float32, or float16 with --dtype float16 (LLMs ship in half precision), He-scaled
+normal so activations stay O(1) through hundreds of layers. Every hidden channel space (each Conv's
+and each MatMul's output) is prunable; only the input's C channels and the 10 outputs are pinned.
 
 The file is written in a streaming way: the graph without weights is serialized with onnx.helper,
 then every initializer is generated, written as a protobuf field and dropped, so memory holds one
 weight at a time (at most max(9*C*C, H*H) floats), never the model. Protobuf parsers take fields
 in any order, so the initializers follow the graph's other fields.
 
-    python -m bench.synthetic OUT.onnx --gb 1.0 [--channels 512 --hidden 2048 --spatial 8] [--check]
+    python -m bench.synthetic OUT.onnx --gb 1.0 [--channels 512 --hidden 2048 --spatial 8] [--dtype float16]
+                              [--external-data] [--check]
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class StackInfo:
     seed: int
     external_data: bool
     seconds: float
+    dtype: str = "float32"
     input_name: str = "input"
     output_name: str = "output"
 
@@ -69,13 +71,16 @@ class StackInfo:
         return (batch, self.channels, self.spatial, self.spatial)
 
 
-def plan(target_bytes: int, channels: int, hidden: int, conv_share: float) -> tuple[int, int]:
+_DTYPES = {"float32": (np.float32, TensorProto.FLOAT), "float16": (np.float16, TensorProto.FLOAT16)}
+
+
+def plan(target_bytes: int, channels: int, hidden: int, conv_share: float, itemsize: int = 4) -> tuple[int, int]:
     """Numbers (N convs, M hidden matmuls) whose weights come closest to `target_bytes`."""
     if not 0.0 <= conv_share <= 1.0:
         raise ValueError(f"conv_share must be in [0, 1], got {conv_share}")
-    conv = (9 * channels * channels + channels) * 4
-    dense = (hidden * hidden + hidden) * 4
-    fixed = (channels * hidden + hidden + hidden * OUTPUTS + OUTPUTS) * 4
+    conv = (9 * channels * channels + channels) * itemsize
+    dense = (hidden * hidden + hidden) * itemsize
+    fixed = (channels * hidden + hidden + hidden * OUTPUTS + OUTPUTS) * itemsize
     left = max(target_bytes - fixed, 0)
     n_conv = max(1, round(conv_share * left / conv))
     n_matmul = max(0, round((left - n_conv * conv) / dense))
@@ -98,7 +103,8 @@ def _weights(channels: int, hidden: int, n_conv: int, n_matmul: int) -> list[tup
     return specs
 
 
-def _graph(channels: int, hidden: int, spatial: int, n_conv: int, n_matmul: int, batch: str | int) -> onnx.GraphProto:
+def _graph(channels: int, hidden: int, spatial: int, n_conv: int, n_matmul: int, batch: str | int,
+           elem_type: int = TensorProto.FLOAT) -> onnx.GraphProto:
     """The graph's nodes, inputs and outputs; the initializers are streamed separately."""
     nodes = []
     x = "input"
@@ -117,8 +123,8 @@ def _graph(channels: int, hidden: int, spatial: int, n_conv: int, n_matmul: int,
         x = f"{layer}.relu"
     nodes.append(helper.make_node("MatMul", [x, "head.weight"], ["head.mm"], name="head.matmul"))
     nodes.append(helper.make_node("Add", ["head.mm", "head.bias"], ["output"], name="head.add"))
-    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, channels, spatial, spatial])]
-    outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, OUTPUTS])]
+    inputs = [helper.make_tensor_value_info("input", elem_type, [batch, channels, spatial, spatial])]
+    outputs = [helper.make_tensor_value_info("output", elem_type, [batch, OUTPUTS])]
     return helper.make_graph(nodes, "synthetic_stack", inputs, outputs)
 
 
@@ -127,8 +133,9 @@ def _len_key(field: int, length: int) -> bytes:
     return _len_field(field, length)
 
 
-def _header(name: str, shape: tuple[int, ...], external: tuple[str, int, int] | None = None) -> bytes:
-    tensor = TensorProto(name=name, dims=list(shape), data_type=TensorProto.FLOAT)
+def _header(name: str, shape: tuple[int, ...], external: tuple[str, int, int] | None = None,
+            elem_type: int = TensorProto.FLOAT) -> bytes:
+    tensor = TensorProto(name=name, dims=list(shape), data_type=elem_type)
     if external is not None:
         tensor.data_location = TensorProto.EXTERNAL
         for key, value in zip(("location", "offset", "length"), external):
@@ -137,13 +144,13 @@ def _header(name: str, shape: tuple[int, ...], external: tuple[str, int, int] | 
     return tensor.SerializeToString()
 
 
-def _arrays(specs, seed: int) -> Iterator[np.ndarray]:
+def _arrays(specs, seed: int, dtype=np.float32) -> Iterator[np.ndarray]:
     """The weights one at a time: each is dropped by the caller before the next is drawn."""
     rng = np.random.default_rng(seed)
     for _name, shape, std in specs:
         array = rng.standard_normal(shape, dtype=np.float32)
         array *= np.float32(std)
-        yield array
+        yield array if dtype == np.float32 else array.astype(dtype)
 
 
 def make_stack(
@@ -157,21 +164,27 @@ def make_stack(
     conv_share: float = 0.5,
     batch: str | int = "batch",
     external_data: bool | None = None,
+    dtype: str = "float32",
 ) -> StackInfo:
     """Write a synthetic stack whose weights total about `target_bytes` to `path`.
 
     `conv_share` of the bytes go to the convolutions, the rest to the hidden matmuls. Weights go
     to `path`.data when `external_data` (default: only when the model would not fit in 2 GiB).
+    `dtype` is "float32" or "float16" (weights, input and output alike).
     """
     started = time.perf_counter()
     path = Path(path)
-    n_conv, n_matmul = plan(int(target_bytes), channels, hidden, conv_share)
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+    np_type, elem_type = _DTYPES[dtype]
+    itemsize = np.dtype(np_type).itemsize
+    n_conv, n_matmul = plan(int(target_bytes), channels, hidden, conv_share, itemsize)
     specs = _weights(channels, hidden, n_conv, n_matmul)
-    weight_bytes = sum(4 * int(np.prod(shape)) for _, shape, _ in specs)
+    weight_bytes = sum(itemsize * int(np.prod(shape)) for _, shape, _ in specs)
     if external_data is None:
         external_data = weight_bytes > EXTERNAL_THRESHOLD
 
-    graph = _graph(channels, hidden, spatial, n_conv, n_matmul, batch)
+    graph = _graph(channels, hidden, spatial, n_conv, n_matmul, batch, elem_type)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="onnxprune-bench-synthetic")
     model.ir_version = 8
@@ -184,13 +197,14 @@ def make_stack(
     headers: list[bytes] = []
     offset = 0
     for name, shape, _std in specs:
-        nbytes = 4 * int(np.prod(shape))
+        nbytes = itemsize * int(np.prod(shape))
         if external_data:
-            headers.append(_header(name, shape, (location, offset, nbytes)))
+            headers.append(_header(name, shape, (location, offset, nbytes), elem_type))
             offset += nbytes
         else:
-            headers.append(_header(name, shape) + _len_key(_RAW_DATA_FIELD, nbytes))
-    tensor_lengths = [len(h) + (0 if external_data else 4 * int(np.prod(s))) for h, (_, s, _) in zip(headers, specs)]
+            headers.append(_header(name, shape, None, elem_type) + _len_key(_RAW_DATA_FIELD, nbytes))
+    tensor_lengths = [len(h) + (0 if external_data else itemsize * int(np.prod(s)))
+                      for h, (_, s, _) in zip(headers, specs)]
     graph_length = len(graph_bytes) + sum(len(_len_key(_INITIALIZER_FIELD, n)) + n for n in tensor_lengths)
     if graph_length + len(model_bytes) > 2**31 - 1:
         raise ValueError("the model would exceed protobuf's 2 GiB limit: use external_data=True")
@@ -201,18 +215,18 @@ def make_stack(
             out.write(model_bytes)
             out.write(_len_key(_GRAPH_FIELD, graph_length))
             out.write(graph_bytes)
-            for header, length, array in zip(headers, tensor_lengths, _arrays(specs, seed)):
+            for header, length, array in zip(headers, tensor_lengths, _arrays(specs, seed, np_type)):
                 out.write(_len_key(_INITIALIZER_FIELD, length))
                 out.write(header)
                 target = data_file if data_file is not None else out
-                target.write(memoryview(array.astype("<f4", copy=False).reshape(-1)).cast("B"))
+                target.write(memoryview(array.astype(array.dtype.newbyteorder("<"), copy=False).reshape(-1)).cast("B"))
                 del array
     finally:
         if data_file is not None:
             data_file.close()
     file_bytes = path.stat().st_size + (Path(f"{path}.data").stat().st_size if external_data else 0)
     return StackInfo(str(path), int(target_bytes), weight_bytes, file_bytes, channels, hidden, spatial,
-                     n_conv, n_matmul, seed, bool(external_data), round(time.perf_counter() - started, 3))
+                     n_conv, n_matmul, seed, bool(external_data), round(time.perf_counter() - started, 3), dtype)
 
 
 def check(path: str | os.PathLike, batch: int = 1) -> dict:
@@ -223,7 +237,8 @@ def check(path: str | os.PathLike, batch: int = 1) -> dict:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed_info = session.get_inputs()[0]
     shape = [batch if not isinstance(d, int) else d for d in feed_info.shape]
-    feed = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    dtype = np.float16 if feed_info.type == "tensor(float16)" else np.float32
+    feed = np.random.default_rng(0).standard_normal(shape, dtype=np.float32).astype(dtype)
     (output,) = session.run(None, {feed_info.name: feed})
     if not np.isfinite(output).all():
         raise ValueError("the synthetic model produced non-finite outputs")
@@ -242,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=2048, help="matmul width H (default 2048)")
     parser.add_argument("--spatial", type=int, default=8, help="input height = width (default 8)")
     parser.add_argument("--conv-share", type=float, default=0.5, help="share of the bytes in convs (default 0.5)")
+    parser.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="weight and input type")
     parser.add_argument("--external-data", action=argparse.BooleanOptionalAction, default=None,
                         help="weights in OUT.data (default: only above 1.9 GB)")
     parser.add_argument("--check", action="store_true", help="run onnx.checker and ONNX Runtime on the result")
@@ -249,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     target = int(args.mb * 1e6) if args.mb is not None else int((args.gb if args.gb is not None else 1.0) * 1e9)
     info = make_stack(args.out, target, args.seed, channels=args.channels, hidden=args.hidden, spatial=args.spatial,
-                      conv_share=args.conv_share, external_data=args.external_data)
+                      conv_share=args.conv_share, external_data=args.external_data, dtype=args.dtype)
     if args.json:
         print(json.dumps(info.to_dict()))
     else:

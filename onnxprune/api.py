@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import staging
 from .calibration import load_calibration
 from .errors import InvalidModelError, InvalidOptionError
+from .files import check_output_path, write_atomic
 from .model import Model
 from .pipeline import Context, Pass, run_pipeline
 from .plan import Budget
@@ -160,6 +162,10 @@ def prune(
     check_paths(source, target)
     started = time.perf_counter()
     model = Model.load(source)
+    # Changed weights beyond the memory budget spill beside the output: the folder the user chose to
+    # write to, and the one the output's bytes are then copied into.
+    model.held.folder = target.parent if str(target.parent) else Path(".")
+    input_check = staging.full_check_error(model)
     specs, shapes, notes = validation_inputs(model, options.shapes, options.seed)
     before = model_stats(model, shapes)
     context = Context(model, options={"exclude": options.exclude}, log=log)
@@ -184,17 +190,32 @@ def prune(
         if stale:
             context.report["notes"].append(stale)
     after = model_stats(model, shapes)
-    model.save(target, external_data=options.external_data)
     report = context.report
     report["before"], report["after"] = before, after
-    report["prune_seconds"] = round(time.perf_counter() - started, 3)
     report["shapes"] = {name: list(shape) for name, shape in shapes.items()}
-    if options.validate:
-        log("validating in ONNX Runtime")
-        report["validation"] = compare_models(source, target, specs, shapes, options.seed, runs=options.latency_runs)
-        if options.sparse:
-            report["tensorrt"] = _tensorrt_check(source, target, shapes, options.seed, log)
+    _write_checked(model, source, target, options, report, specs, shapes, log, input_check)
+    report["prune_seconds"] = round(time.perf_counter() - started, 3)
     return report
+
+
+def _write_checked(model: Model, source: Path, target: Path, options: PruneOptions, report: dict[str, Any],
+                   specs, shapes: dict, log: Callable[[str], None], input_check: str | None) -> None:
+    """Check the graph (onnx's full check, if the input passed it), save into a private folder beside
+    `target`, let ONNX Runtime load, run and compare it there unless --no-validate, and only then move
+    it to `target`. `input_check`: the input's full-check complaint, None when it passed."""
+    staging.check_targets(model, target)
+    note = staging.check_graph(model, input_check)
+    if note:
+        report.setdefault("notes", []).append(note)
+    with staging.staging(target) as staged:
+        model.save(staged, external_data=options.external_data)
+        if options.validate:
+            log("validating in ONNX Runtime")
+            report["validation"] = compare_models(source, staged, specs, shapes, options.seed,
+                                                  runs=options.latency_runs)
+            if options.sparse:
+                report["tensorrt"] = _tensorrt_check(source, staged, shapes, options.seed, log)
+        staging.commit(staged, target)
 
 
 def _tensorrt_check(source: Path, target: Path, shapes: dict, seed: int, log: Callable[[str], None]) -> dict:
@@ -240,13 +261,13 @@ def _prune_to_latency(source: Path, target: Path, options: PruneOptions, log: Ca
                 high = flops
         if best is None:
             raise InvalidOptionError(f"--target-latency {goal}: not reached even at 5% of the FLOPs")
-        Model.load(best[0]).save(target, external_data=options.external_data)
-    report = best[1]
-    report["output"] = str(target)
-    report["latency_search"] = {"target": goal, "trials": trials}
-    if options.validate:
-        specs, shapes, _ = validation_inputs(Model.load(source), options.shapes, options.seed)
-        report["validation"] = compare_models(source, target, specs, shapes, options.seed, runs=options.latency_runs)
+        report = best[1]
+        report["output"] = str(target)
+        report["latency_search"] = {"target": goal, "trials": trials}
+        source_model = Model.load(source)
+        specs, shapes, _ = validation_inputs(source_model, options.shapes, options.seed)
+        _write_checked(Model.load(best[0]), source, target, options, report, specs, shapes, log,
+                       staging.full_check_error(source_model))
     return report
 
 
@@ -258,27 +279,16 @@ def _options_dict(options: PruneOptions) -> dict[str, Any]:
     return data
 
 
-def check_report_path(path: str | os.PathLike, option: str = "--report") -> None:
-    """Refuse a report path that cannot be written before any work is done."""
-    path = Path(path)
-    if path.is_dir():
-        raise InvalidOptionError(f"{option} '{path}' is a folder; give a file name")
-    if not (path.parent if str(path.parent) else Path(".")).is_dir():
-        raise InvalidOptionError(f"{option} folder '{path.parent}' does not exist")
+def check_report_path(path: str | os.PathLike, option: str = "--report",
+                      protected: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse a report path that cannot be written, or that names a model file, before any work is done."""
+    check_output_path(path, option, protected)
 
 
 def write_json(report: dict[str, Any], path: str | os.PathLike) -> None:
     """Atomic like model saving: a half-written report would mislead a pipeline."""
-    path = Path(path)
     check_report_path(path)
-    text = json.dumps(_finite(report), indent=2, default=_json_default, allow_nan=False) + "\n"
-    temp = path.with_name(f".{path.name}.tmp")
-    try:
-        temp.write_text(text)
-        os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()
+    write_atomic(path, json.dumps(_finite(report), indent=2, default=_json_default, allow_nan=False) + "\n")
 
 
 def _finite(value: Any) -> Any:

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from . import latency, memory, metrics, runtime, trt
+from . import latency, memory, runtime, trt
 from .errors import InvalidModelError, InvalidOptionError, ValidationError
+from .files import model_bytes
 from .inputs import random_feeds
 from .model import Model
 from .stats import model_stats
@@ -86,6 +87,8 @@ def bench(
     plan = provider_plan(options)
     _check_runnable(plan)
     entries = [_prepare(path, label, options, log) for path, label in zip(paths, _labels(paths), strict=True)]
+    # Logged once all are read, so a model that cannot be read gives one error line and nothing else.
+    log(f"loaded {', '.join(entry.label for entry in entries)}")
     result: dict[str, Any] = {
         "kind": "onnxprune.bench",
         "schema_version": 1,
@@ -163,8 +166,7 @@ def _prepare(path: str | os.PathLike[str], label: str, options: BenchOptions, lo
     path = Path(path)
     if not path.is_file():
         raise InvalidModelError(f"model '{path}' does not exist" if not path.exists() else f"'{path}' is not a file")
-    log(f"loading {label}")
-    model = Model.load(path)
+    model = Model.load(path, any_opset=True)
     specs, shapes, notes = validation_inputs(model, options.shapes, options.seed)
     feed = random_feeds(specs, shapes, options.seed)[0]
     stats = model_stats(model, shapes)
@@ -183,7 +185,7 @@ def _prepare(path: str | os.PathLike[str], label: str, options: BenchOptions, lo
         "flops_by_op": stats["flops_by_op"],
         "flops_unknown_nodes": stats["flops_unknown_nodes"],
         "weight_bytes": stats["weight_bytes"],
-        "bytes_on_disk": metrics.model_bytes(path),
+        "bytes_on_disk": model_bytes(path),
         "sparsity": metadata,
         "tensorrt_sparse": sparse,
         "notes": notes,

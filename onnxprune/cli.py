@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from .commands.common import check_side_outputs
 from .commands.common import progress_log as _progress_log
 from .errors import OnnxPruneError
 
@@ -79,13 +80,11 @@ def prune_command(source, target, structured, heads, drop_layers, criterion, spa
                   global_ranking, round_to, exclude,
                   validate, shapes, seed, report_path, html_path, external_data, quiet) -> None:
     """Remove channels from IN and write the smaller model to OUT."""
-    from .api import PruneOptions, check_report_path, prune, write_json
+    from .api import PruneOptions, prune, write_json
     from .inputs import parse_shapes
     from .report import summary
 
-    for path, option in ((report_path, "--report"), (html_path, "--html")):
-        if path:
-            check_report_path(path, option)
+    check_side_outputs({"--report": report_path, "--html": html_path}, [source], produced=[target])
     log = (lambda message: None) if quiet else _progress_log
     options = PruneOptions(
         structured=structured, heads=heads, drop_layers=drop_layers, criterion=criterion, calib=calib,
@@ -131,13 +130,11 @@ def inspect_command(source, as_json, verbose) -> None:
 @click.option("--json", "json_path", metavar="PATH", help="Write the curves as JSON.")
 def sensitivity_command(source, calib, criterion, shapes, plot_path, json_path) -> None:
     """Prune each channel space alone at several ratios and measure the output error."""
-    from .api import PruneOptions, check_report_path, write_json
+    from .api import PruneOptions, write_json
     from .inputs import parse_shapes
     from .sensitivity import analyze, plot
 
-    for path in (json_path, plot_path):
-        if path:
-            check_report_path(path)
+    check_side_outputs({"--json": json_path, "--plot": plot_path}, [source])
     result = analyze(source, PruneOptions(criterion=criterion, calib=calib, shapes=parse_shapes(shapes)),
                      log=_progress_log)
     for curve in result["curves"]:
@@ -171,6 +168,9 @@ def run() -> None:
         _fail(exc.format_message(), exc.exit_code if exc.exit_code != 1 else 2)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except OSError as exc:  # disk full, permissions, a file vanishing under us: the system's words, one line
+        where = f" '{exc.filename}'" if exc.filename else ""
+        _fail(f"cannot read or write{where}: {exc.strerror or exc}")
     except Exception as exc:
         if os.environ.get(_DEBUG_ENV):
             raise

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidOptionError
+from .files import check_output_path, write_atomic
 from .html_parts import fmt_cell, generic_results, key_values, raw_json, section, table
 from .svg_plots import AFTER, BEFORE, REMOVED, Series, esc, fmt_number, hbar_chart, line_chart
 
@@ -61,19 +61,8 @@ ul { margin: 4px 0; padding-left: 22px; }
 
 def write_html(report: dict[str, Any], path: str | os.PathLike) -> None:
     """Write the page atomically (temporary file beside it, then rename), like the JSON report."""
-    path = Path(path)
-    if path.is_dir():
-        raise InvalidOptionError(f"--html '{path}' is a folder; give a file name")
-    if not (path.parent if str(path.parent) else Path(".")).is_dir():
-        raise InvalidOptionError(f"--html folder '{path.parent}' does not exist")
-    text = render_html(report)
-    temp = path.with_name(f".{path.name}.tmp")
-    try:
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()
+    check_output_path(path, "--html")
+    write_atomic(path, render_html(report))
 
 
 def render_html(report: dict[str, Any]) -> str:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import onnx
@@ -14,7 +12,7 @@ import onnx.inliner
 import onnx.shape_inference
 from onnx import TensorProto, helper
 
-from onnxprune.errors import InvalidModelError, InvalidOptionError, ValidationError
+from onnxprune.errors import InvalidOptionError
 
 FLOAT_TYPES = frozenset(
     value
@@ -87,33 +85,6 @@ def _constant_params(node: onnx.NodeProto) -> int:
         if attr.name == "value_float":
             return 1
     return 0
-
-
-def model_bytes(path: str | os.PathLike[str]) -> int:
-    """Size of the model file plus every external data file it references."""
-    path = Path(path)
-    try:
-        model = onnx.load(path, load_external_data=False)
-    except Exception as exc:
-        raise InvalidModelError(
-            f"cannot read '{path}' as an ONNX model: {_first_line(exc)}"
-        ) from exc
-    locations = {
-        entry.value
-        for tensor in _all_tensors(model)
-        if tensor.data_location == TensorProto.EXTERNAL
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
-    total = path.stat().st_size
-    for location in sorted(locations):
-        data_file = path.parent / location
-        if not data_file.is_file():
-            raise ValidationError(
-                f"external data file '{location}' referenced by '{path}' does not exist"
-            )
-        total += data_file.stat().st_size
-    return total
 
 
 def _all_tensors(model: onnx.ModelProto) -> Iterator[TensorProto]:

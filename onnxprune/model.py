@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -10,30 +11,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from . import protoio
-from .errors import InvalidModelError, UnsupportedModelError
+from . import protoio, spill
+from .errors import InvalidModelError
 from .protoio import WeightData
 from .shapes import TensorInfo, collect, onnx_inference, symbolic_inference, unresolved
+from .wellformed import check_opset, check_structure, subgraph_outer_inputs
 
-MIN_OPSET, MAX_OPSET = 11, 23
 # Integer initializers up to this many elements are shape-like constants that shape inference needs.
 _SHAPE_CONSTANT_LIMIT = 4096
-
-
-def subgraph_outer_inputs(node: onnx.NodeProto) -> set[str]:
-    """Names a node's subgraphs (If/Loop/Scan bodies) read from the enclosing scope."""
-    used: set[str] = set()
-    for attr in node.attribute:
-        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-        for graph in graphs:
-            defined = {t.name for t in graph.input} | {t.name for t in graph.initializer}
-            defined |= {t.values.name for t in graph.sparse_initializer}
-            for inner in graph.node:
-                for name in list(inner.input) + sorted(subgraph_outer_inputs(inner)):
-                    if name and name not in defined:
-                        used.add(name)
-                defined.update(inner.output)
-    return used
 
 
 class Model:
@@ -54,16 +39,24 @@ class Model:
         self.had_value_info = len(proto.graph.value_info) > 0
         self._index: tuple[dict, dict] | None = None
         self._shapes: dict[str, TensorInfo] | None = None
+        # Changed weights beyond a budget go to a temporary file beside the input (spill.py), so a
+        # pass that rewrites most of a big model never holds it twice. Set `held.budget` or
+        # `held.folder` (e.g. the output's folder) before the passes run to change either.
+        self.held = spill.HeldWeights(folder=source.parent if source is not None else None)
+        self._maps: list = []  # the input's memory maps (Model.load), for release_pages
 
     # ------------------------------------------------------------ loading
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Model:
+    def load(cls, path: str | os.PathLike, any_opset: bool = False) -> Model:
+        """Read `path` and check it is a well-formed model; `any_opset` skips the opset range onnxprune
+        rewrites (for commands that only run models, like validate and bench)."""
         loaded = protoio.read_model(path)
         model = cls(loaded.proto, loaded.weights, Path(path), loaded.had_external_data)
-        model._check_opset()
+        model._maps = loaded.maps
+        check_opset(model.opset, any_opset)
         model.lift_constants()
-        model.check_structure()
+        check_structure(model)
         return model
 
     @classmethod
@@ -86,20 +79,28 @@ class Model:
             weights.append(weight)
         del proto_copy.graph.initializer[:]
         model = cls(proto_copy, weights)
-        model._check_opset()
+        check_opset(model.opset)
         model.lift_constants()
-        model.check_structure()
+        check_structure(model)
         return model
 
-    def _check_opset(self) -> None:
-        version = self.opset
-        if version is None:
-            raise UnsupportedModelError("the model imports no default-domain (ai.onnx) opset")
-        if not MIN_OPSET <= version <= MAX_OPSET:
-            raise UnsupportedModelError(
-                f"opset {version} is not supported (onnxprune handles opsets {MIN_OPSET} to {MAX_OPSET}); "
-                "convert it with onnx.version_converter first"
-            )
+    def copy(self) -> Model:
+        """An independent model that shares this one's weight arrays instead of copying them.
+
+        Sharing is safe because weights are replaced (set_weight), never written in place: loaded
+        and spilled ones are read-only maps. to_proto + from_proto would hold the model twice more.
+        """
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self.proto)
+        weights = []
+        for weight in self.weights.values():
+            header = TensorProto()
+            header.CopyFrom(weight.header)
+            weights.append(dataclasses.replace(weight, header=header))
+        model = Model(proto, weights, self.source, self.had_external_data)
+        model.had_value_info = self.had_value_info
+        model.held.folder = self.held.folder
+        return model
 
     @property
     def graph(self) -> onnx.GraphProto:
@@ -133,30 +134,6 @@ class Model:
             self.graph.node.extend(keep)
             self.invalidate()
         return lifted
-
-    def check_structure(self) -> None:
-        """Every input defined before use, no name produced twice: catches cycles and dangling edges."""
-        defined = set(self.weights) | {t.name for t in self.graph.input}
-        defined |= {t.values.name for t in self.graph.sparse_initializer}
-        produced: set[str] = set()
-        for node in self.graph.node:
-            label = node.name or node.op_type
-            for name in list(node.input) + sorted(subgraph_outer_inputs(node)):
-                if name and name not in defined:
-                    later = any(name in other.output for other in self.graph.node)
-                    problem = "is used before it is produced (cycle or unsorted graph)" if later else (
-                        "is never produced")
-                    raise InvalidModelError(f"node '{label}' input '{name}' {problem}")
-            for name in node.output:
-                if not name:
-                    continue
-                if name in produced or name in self.weights:
-                    raise InvalidModelError(f"tensor '{name}' is produced twice (node '{label}')")
-                produced.add(name)
-                defined.add(name)
-        for output in self.graph.output:
-            if output.name not in defined:
-                raise InvalidModelError(f"graph output '{output.name}' is never produced")
 
     # ------------------------------------------------------------ graph queries
 
@@ -215,6 +192,7 @@ class Model:
             weight.header.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
         weight.array = array
         weight.opaque = None
+        self.held.track(weight)
         self._shapes = None
 
     def add_weight(self, name: str, array: np.ndarray) -> str:
@@ -225,6 +203,7 @@ class Model:
             counter += 1
             unique = f"{name}_{counter}"
         self.weights[unique] = _weight_from_array(unique, np.asarray(array))
+        self.held.track(self.weights[unique])
         self._shapes = None
         return unique
 
@@ -275,7 +254,7 @@ class Model:
             del self.graph.node[:]
             self.graph.node.extend(kept)
         for name in [n for n in self.weights if n not in needed]:
-            del self.weights[name]
+            self.held.forget(self.weights.pop(name))
         self.invalidate()
 
     # ------------------------------------------------------------ shapes
@@ -356,6 +335,16 @@ class Model:
         from .saving import save_model
 
         return save_model(self, Path(path), external_data)
+
+    def release_pages(self) -> None:
+        """Let the input's pages read so far leave this process's RSS (they are read back on use).
+
+        Saving does this: what follows (validation's ONNX Runtime sessions) then does not stack on
+        a whole model's worth of resident, if reclaimable, pages.
+        """
+        protoio.release_mapped_pages(self._maps)
+        if self.held.spill is not None:
+            self.held.spill.release_pages()
 
     def source_files(self) -> set[Path]:
         """Files the weights are still read from (the input model and its external data)."""

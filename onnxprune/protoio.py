@@ -2,9 +2,12 @@
 
 `onnx.load` parses the whole file, so a model costs its size twice (file bytes and protobuf), and
 `onnx.save` serializes it once more. We instead scan the protobuf wire format: the graph is parsed
-without its initializers, and each initializer's raw bytes stay in a read-only memory map until a
-pass replaces them. Saving writes the graph and then streams the initializers one by one, inline or
-into an external-data file. Peak memory is therefore about one model plus whatever a pass changes.
+without its initializers, and each initializer's raw bytes stay in a read-only memory map (one per
+file) until a pass replaces them. Saving writes the graph and then streams the initializers one by
+one, inline or into an external-data file; bytes that sit unchanged in a file (the input, or the
+spill file of spill.py that changed weights move to beyond a budget) are copied file to file.
+Anonymous memory therefore stays about the spill budget plus the tensor being worked on, whatever
+the model's size; the mapped pages are page cache the kernel can reclaim.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from __future__ import annotations
 import mmap
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import onnx
@@ -94,12 +97,15 @@ class WeightData:
     # Where unmodified bytes sit in a file: saving copies them file to file, never through Python.
     source: tuple[str, int] | None = None
     _mapped: np.ndarray | None = None
+    # A changed array moved to a spill file (onnxprune.spill.SpillFile, offset): copied the same way.
+    spilled: tuple[Any, int] | None = None
 
-    def unchanged_source(self) -> tuple[str, int] | None:
+    def unchanged_source(self) -> tuple[str | Any, int] | None:
+        """(file path or object with fileno(), offset) holding exactly the current bytes, or None."""
         current = self.array if self.array is not None else self.opaque
-        if self.source is not None and current is not None and current is self._mapped:
-            return self.source
-        return None
+        if current is None or current is not self._mapped:
+            return None
+        return self.spilled if self.spilled is not None else self.source
 
     @property
     def name(self) -> str:
@@ -135,10 +141,21 @@ def np_dtype(data_type: int) -> np.dtype | None:
         return None
 
 
+def element_count(header: TensorProto) -> int:
+    """The number of elements the header's dims declare, in Python integers: numpy's int64 product
+    wraps around for hostile dims like [2**32, 2**32, 2] and would make them look small."""
+    count = 1
+    for dim in header.dims:
+        if dim < 0:
+            raise InvalidModelError(f"initializer '{header.name}' has a negative dimension: {list(header.dims)}")
+        count *= int(dim)
+    return count
+
+
 def _raw_view(buf, offset: int, length: int, header: TensorProto, where: str) -> np.ndarray:
     dtype = np_dtype(header.data_type)
     assert dtype is not None
-    count = int(np.prod(header.dims, dtype=np.int64))
+    count = element_count(header)
     if count * dtype.itemsize != length:
         raise InvalidModelError(
             f"initializer '{header.name}' holds {length} bytes {where} but its shape "
@@ -155,7 +172,9 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def _external_view(header: TensorProto, base_dir: Path) -> np.ndarray:
+def _external_view(header: TensorProto, base_dir: Path, maps: dict[Path, mmap.mmap]) -> tuple[np.ndarray, str, int]:
+    """The initializer's bytes in its external file: (array, file, offset). One mapping per file,
+    shared by its tensors: a mapping holds a file descriptor, and models have thousands of tensors."""
     info = {entry.key: entry.value for entry in header.external_data}
     location = info.get("location")
     if not location:
@@ -176,7 +195,7 @@ def _external_view(header: TensorProto, base_dir: Path) -> np.ndarray:
         raise InvalidModelError(
             f"initializer '{header.name}' stores a packed or string type externally, which onnxprune does not read"
         )
-    count = int(np.prod(header.dims, dtype=np.int64))
+    count = element_count(header)
     need = count * dtype.itemsize
     try:
         offset, length = int(info.get("offset", 0)), int(info.get("length", need))
@@ -194,8 +213,12 @@ def _external_view(header: TensorProto, base_dir: Path) -> np.ndarray:
             f"does not match its shape {list(header.dims)} or the file size {size}"
         )
     if count == 0:
-        return np.zeros(tuple(header.dims), dtype=dtype)
-    return np.memmap(target, dtype=dtype.newbyteorder("<"), mode="r", offset=offset, shape=tuple(header.dims))
+        return np.zeros(tuple(header.dims), dtype=dtype), str(target), offset
+    if target not in maps:
+        with open(target, "rb") as handle:
+            maps[target] = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    array = np.frombuffer(maps[target], dtype=dtype.newbyteorder("<"), count=count, offset=offset)
+    return array.reshape(tuple(header.dims)), str(target), offset
 
 
 @dataclass
@@ -203,6 +226,25 @@ class LoadedModel:
     proto: onnx.ModelProto  # the model with an empty initializer list
     weights: list[WeightData]
     had_external_data: bool
+    maps: list[mmap.mmap] = field(default_factory=list)  # the model file's and each data file's
+
+    def release_pages(self) -> None:
+        """Drop the mapped pages from this process's resident set (see release_mapped_pages)."""
+        release_mapped_pages(self.maps)
+
+
+def release_mapped_pages(maps: Iterable[mmap.mmap]) -> None:
+    """Unmap the resident pages of read-only file mappings: they stay in the page cache and fault
+    back in on the next read, but stop counting in this process's RSS. Scoring reads every weight,
+    so after it a 14 GB model shows 14 GB resident, which validation's ORT sessions would add to."""
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if advice is None:
+        return
+    for mapping in maps:
+        try:
+            mapping.madvise(advice)
+        except (OSError, ValueError):
+            pass  # closed, or a platform that refuses: only the RSS figure differs
 
 
 def read_model(path: str | os.PathLike) -> LoadedModel:
@@ -257,6 +299,7 @@ def _parse(buf: mmap.mmap, size: int, path: Path) -> LoadedModel:
 
     weights = []
     had_external = False
+    maps: dict[Path, mmap.mmap] = {}
     for start, end in tensor_ranges:
         header_bytes = bytearray()
         raw = None
@@ -273,10 +316,9 @@ def _parse(buf: mmap.mmap, size: int, path: Path) -> LoadedModel:
         weight = WeightData(header)
         if header.data_location == TensorProto.EXTERNAL:
             had_external = True
-            weight.array = _external_view(header, path.parent)
-            if isinstance(weight.array, np.memmap):
-                weight.source = (str(weight.array.filename), int(weight.array.offset))
-                weight._mapped = weight.array
+            weight.array, file, offset = _external_view(header, path.parent, maps)
+            if weight.array.size:
+                weight.source, weight._mapped = (file, offset), weight.array
             del header.external_data[:]
             header.data_location = TensorProto.DEFAULT
         elif raw is not None and np_dtype(header.data_type) is None:
@@ -294,12 +336,12 @@ def _parse(buf: mmap.mmap, size: int, path: Path) -> LoadedModel:
                 raise InvalidModelError(f"initializer '{header.name}' cannot be read: {exc}") from None
             _clear_typed_data(header)
         weights.append(weight)
-    return LoadedModel(proto, weights, had_external)
+    return LoadedModel(proto, weights, had_external, [buf, *maps.values()])
 
 
 def _clear_typed_data(header: TensorProto) -> None:
-    for field in ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data"):
-        header.ClearField(field)
+    for typed in ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data"):
+        header.ClearField(typed)
 
 
 # ---------------------------------------------------------------- writing
@@ -330,14 +372,18 @@ class _Copier:
     def __init__(self) -> None:
         self._sources: dict[str, int] = {}
 
-    def write(self, out: BinaryIO, array: np.ndarray, source: tuple[str, int] | None) -> None:
+    def write(self, out: BinaryIO, array: np.ndarray, source: tuple[str | Any, int] | None) -> None:
         if not array.nbytes:
             return
         if source is not None and hasattr(os, "copy_file_range"):
             out.flush()
-            if source[0] not in self._sources:
-                self._sources[source[0]] = os.open(source[0], os.O_RDONLY)
-            src, offset, left = self._sources[source[0]], source[1], array.nbytes
+            if not isinstance(source[0], str):
+                src = source[0].fileno()  # a spill file: open already, and owned by its Model
+            else:
+                if source[0] not in self._sources:
+                    self._sources[source[0]] = os.open(source[0], os.O_RDONLY)
+                src = self._sources[source[0]]
+            offset, left = source[1], array.nbytes
             try:
                 while left:
                     done = os.copy_file_range(src, out.fileno(), left, offset)

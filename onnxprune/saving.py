@@ -55,6 +55,7 @@ def save_model(model: Model, path: Path, external_data: bool | None = None) -> P
             _replace(temps[1], folder / location)
         _replace(temps[0], path)
         temps.clear()
+        model.release_pages()
     finally:
         for leftover in temps:
             if os.path.exists(leftover):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from .api import PruneOptions, effective_criterion
 from .calibration import load_calibration
 from .errors import InvalidOptionError
+from .files import write_atomic
 from .model import Model
 from .pipeline import Context, run_pipeline
 from .validate import validation_inputs
@@ -55,7 +56,7 @@ def plot(result: dict[str, Any], path: str | os.PathLike) -> None:
     if len(result["curves"]) <= 16:
         axis.legend(fontsize=6)
     figure.tight_layout()
-    temp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    figure.savefig(temp, dpi=120)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
     plt.close(figure)
-    os.replace(temp, path)
+    write_atomic(path, buffer.getvalue())

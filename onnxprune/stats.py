@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ from onnx import numpy_helper
 from . import metrics
 from .deps.shape_values import ShapeValues
 from .model import Model
+from .protoio import WeightData
 
 
 def folded_light_proto(model: Model, input_shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
@@ -38,9 +40,31 @@ def folded_light_proto(model: Model, input_shapes: dict[str, tuple[int, ...]]) -
     return light
 
 
+# Integer weights that hold parameters (quantized weights behind DequantizeLinear, int32 QDQ biases);
+# int64 initializers are shape constants and indices, not parameters.
+_PARAMETER_INTS = frozenset(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32))
+_PACKED_INTS = frozenset((onnx.TensorProto.INT4, onnx.TensorProto.UINT4))
+
+
+def is_float_dtype(dtype: np.dtype) -> bool:
+    """numpy floats and the ml_dtypes ones (bfloat16, float8), which numpy files under kind 'V'."""
+    return dtype.kind == "f" or (dtype.kind == "V" and dtype.itemsize <= 2 and dtype.names is None)
+
+
+def parameter_count(weights: Iterable[WeightData]) -> int:
+    total = 0
+    for weight in weights:
+        if weight.array is not None:
+            if is_float_dtype(weight.array.dtype) or weight.array.dtype in _PARAMETER_INTS:
+                total += weight.array.size
+        elif weight.data_type in _PACKED_INTS:
+            total += int(np.prod(weight.shape, dtype=np.int64))
+    return total
+
+
 def model_stats(model: Model, input_shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
     flops = metrics.count_flops(folded_light_proto(model, input_shapes), input_shapes)
-    params = sum(w.array.size for w in model.weights.values() if w.array is not None and w.array.dtype.kind == "f")
+    params = parameter_count(model.weights.values())
     return {
         "params": int(params),
         "flops": int(flops.total),

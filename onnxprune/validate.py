@@ -11,10 +11,11 @@ import numpy as np
 import onnxruntime as ort
 from onnx import helper
 
-from . import compare, latency, protoio, runtime
+from . import compare, latency, runtime
 from .calibration import load_calibration
 from .compare import OutputAccumulator
-from .errors import InvalidOptionError, ValidationError
+from .errors import InvalidOptionError, OnnxPruneError, ValidationError
+from .files import model_bytes
 from .gates import Gates, evaluate, failure_line
 from .inputs import InputSpec, model_input_specs, random_feeds, resolve_shapes
 from .model import Model
@@ -26,6 +27,23 @@ def validation_inputs(model: Model, shapes: dict[str, tuple[int, ...]], seed: in
     return specs, resolved, notes
 
 
+# Above this many bytes (both models, external data included) the two ONNX Runtime sessions are
+# not held together: ORT copies every weight into its own memory (about 1.4x the file for the
+# synthetic stack), so a 14 GB model and its pruned copy side by side would need ~30 GB.
+INTERLEAVE_MAX_BYTES = 2 * 2**30
+
+
+def _session(name: str, path: str | os.PathLike) -> ort.InferenceSession:
+    try:
+        return runtime.create_session(path)
+    except OnnxPruneError as exc:
+        if name != "original":
+            raise
+        # Custom ops (TensorRT plugins, contrib ops this ORT lacks): nothing to compare against here.
+        raise ValidationError(f"{exc}; the original cannot run here, so nothing was written: prune with "
+                              "--no-validate to skip the comparison") from None
+
+
 def compare_models(
     original: str | os.PathLike,
     pruned: str | os.PathLike,
@@ -35,23 +53,41 @@ def compare_models(
     runs: int = 20,
     samples: int = 2,
 ) -> dict[str, Any]:
-    """Max errors over `samples` random feeds, and interleaved latency of both models."""
-    sessions = {"original": runtime.create_session(original), "pruned": runtime.create_session(pruned)}
+    """Max errors over `samples` random feeds, and the latency of both models.
+
+    Small models are timed interleaved in one process. When both together exceed
+    INTERLEAVE_MAX_BYTES, one session exists at a time: the original runs every feed and is timed,
+    its outputs are kept and its session freed, then the pruned model does the same.
+    """
     feeds = random_feeds(specs, resolved, seed, count=samples)
+    paths = {"original": original, "pruned": pruned}
+    interleaved = model_bytes(original) + model_bytes(pruned) <= INTERLEAVE_MAX_BYTES
+    outputs: dict[str, list[dict[str, np.ndarray]]] = {}
+    if interleaved:
+        sessions = {name: _session(name, path) for name, path in paths.items()}
+        for name, session in sessions.items():
+            outputs[name] = [runtime.run(session, feed, label=name) for feed in feeds]
+        timing = latency.measure_interleaved(sessions, {name: feeds[0] for name in sessions}, runs=runs)
+        del sessions
+    else:
+        timing = {}
+        for name, path in paths.items():
+            session = _session(name, path)
+            outputs[name] = [runtime.run(session, feed, label=name) for feed in feeds]
+            timing.update(latency.measure_interleaved({name: session}, {name: feeds[0]}, runs=runs))
+            del session
     worst: dict[str, dict] = {}
-    for feed in feeds:
-        reference = runtime.run(sessions["original"], feed, label="original")
-        result = runtime.run(sessions["pruned"], feed, label="pruned")
+    for reference, result in zip(outputs["original"], outputs["pruned"]):
         for diff in compare.compare_outputs(reference, result):
             entry = diff.to_dict()
             previous = worst.get(diff.name)
             if previous is None or (entry.get("max_abs") or 0) > (previous.get("max_abs") or 0):
                 worst[diff.name] = entry
-    timing = latency.measure_interleaved(sessions, {name: feeds[0] for name in sessions}, runs=runs)
     return {
         "outputs": list(worst.values()),
         "samples": samples,
         "latency_ms": {name: stats.to_dict() for name, stats in timing.items()},
+        "latency_mode": "interleaved" if interleaved else "sequential",
         "speedup": round(latency.speedup(timing["original"], timing["pruned"]), 4),
     }
 
@@ -89,8 +125,9 @@ class ValidateOptions:
 
 def model_signature(path: str | os.PathLike) -> tuple[list[InputSpec], list[TensorSignature]]:
     """The inputs to feed (graph inputs that are not weights) and the outputs of the model at `path`."""
-    loaded = protoio.read_model(path)
-    weights = {weight.name for weight in loaded.weights}
+    # Model.load, not just the protobuf: a cycle or a duplicate name gets onnxprune's own one-line error.
+    loaded = Model.load(path, any_opset=True)
+    weights = set(loaded.weights)
     specs = [spec for spec in model_input_specs(loaded.proto) if spec.name not in weights]
     outputs = []
     for value in loaded.proto.graph.output:
@@ -249,16 +286,14 @@ def run_validation(reference: str | os.PathLike, pruned: str | os.PathLike,
                                      f"(outputs: {', '.join(output_names)})")
     feeds, inputs_info = _validation_feeds(specs, options)
 
-    sessions = [runtime.create_session(reference), runtime.create_session(pruned)]
     accumulators = {
         name: OutputAccumulator(
             name, atol=gates.atol.for_output(name), rtol=gates.rtol.for_output(name), top_k=gates.top_k,
             classifier=(name in options.classifiers) if options.classifiers else None)
         for name in output_names
     }
-    for feed in feeds:
-        ref_out = runtime.run(sessions[0], feed, label=str(reference))
-        got_out = runtime.run(sessions[1], feed, label=str(pruned))
+    together = model_bytes(reference) + model_bytes(pruned) <= INTERLEAVE_MAX_BYTES
+    for ref_out, got_out in (_paired_outputs if together else _sequential_outputs)(reference, pruned, feeds):
         for name, accumulator in accumulators.items():
             accumulator.add(ref_out[name], got_out[name])
 
@@ -282,5 +317,24 @@ def run_validation(reference: str | os.PathLike, pruned: str | os.PathLike,
         "inputs": inputs_info,
         "gates": {**gates.to_dict(), "classifiers": list(options.classifiers) or None},
         "outputs": outputs,
-        "runtime": {"onnxruntime": ort.__version__, "providers": [runtime.CPU]},
+        "runtime": {"onnxruntime": ort.__version__, "providers": [runtime.CPU],
+                    "sessions": "together" if together else "one at a time"},
     }
+
+
+def _paired_outputs(reference, pruned, feeds):
+    sessions = [runtime.create_session(reference), runtime.create_session(pruned)]
+    for feed in feeds:
+        yield runtime.run(sessions[0], feed, label=str(reference)), runtime.run(sessions[1], feed, label=str(pruned))
+
+
+def _sequential_outputs(reference, pruned, feeds):
+    """Big models: ORT copies every weight, so only one session lives at a time (see compare_models);
+    the reference's outputs are kept meanwhile, which for any real model is far less than its weights."""
+    feeds = list(feeds)
+    session = runtime.create_session(reference)
+    expected = [runtime.run(session, feed, label=str(reference)) for feed in feeds]
+    del session
+    session = runtime.create_session(pruned)
+    for feed, ref_out in zip(feeds, expected):
+        yield ref_out, runtime.run(session, feed, label=str(pruned))

@@ -4,7 +4,8 @@ For each consumer layer y = X W + b that loses input channels R, the kept weight
 refit by least squares over calibration data, argmin ||[X, 1] [W; b] - [X_K, 1] [W'_K; b']||^2,
 damped and in float64. With only the bias column this is bias compensation (the removed channels'
 mean contribution moves into the bias); with the kept columns too it is the layer-wise
-reconstruction of the LLM pruning literature. Spaces are processed in graph order and statistics
+reconstruction of the LLM pruning literature. The damping is a ridge towards the current weights, so
+what the calibration data does not constrain is left as it was. Spaces are processed in graph order and statistics
 are captured on the already-compensated model, so later layers see pruned inputs. The refit writes
 zeros into the removed columns; the rewrite then removes them exactly.
 
@@ -126,13 +127,15 @@ def refit(model: Model, pair: ConsumerPair, gram: np.ndarray, removed: np.ndarra
         current = np.asarray(model.weight(bias[0]), np.float64).reshape(-1)
         target = np.vstack([weight, current[None]])
         rows = np.append(keep, channels)
-        rhs = gram[rows] @ target
     else:  # the bias stays as it is, so it cancels out of the objective
-        rows = keep
-        rhs = gram[np.ix_(keep, np.arange(channels))] @ weight
+        target, rows = weight, keep
+    rhs = gram[np.ix_(rows, np.arange(target.shape[0]))] @ target
     system = gram[np.ix_(rows, rows)]
-    system = system + damping * max(float(np.mean(np.diag(system))), 1e-12) * np.eye(len(rows))
-    solution = np.linalg.solve(system, rhs)
+    # The damping pulls towards the current weights, not towards zero: a direction the calibration
+    # never excites (a channel dead on those inputs, fewer samples than channels) keeps its weight
+    # instead of being wiped, and when the removed channels contribute nothing the refit is exact.
+    damp = damping * max(float(np.mean(np.diag(system))), 1e-12)
+    solution = np.linalg.solve(system + damp * np.eye(len(rows)), rhs + damp * target[rows])
     new = np.zeros_like(weight)
     new[keep] = solution[: len(keep)]
     _write_matrix(model, pair, new)

@@ -7,6 +7,7 @@ the branch then has no consumers and is swept away.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass, field
 
@@ -123,8 +124,28 @@ def remove_block(model: Model, block: ResidualBlock) -> None:
     model.invalidate()
 
 
+def excluded_blocks(model: Model, blocks: list[ResidualBlock], patterns: list[str]) -> set[str]:
+    """Blocks (by Add output) whose Add or branch holds a node matching an --exclude pattern.
+
+    A pattern that matches no node at all is a typo: it is refused here as the channel passes refuse it,
+    so that --drop-layers alone does not silently ignore it."""
+    names = [node.name for node in model.graph.node]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            raise InvalidOptionError(f"--exclude '{pattern}' matches no node name in the model")
+    excluded = set()
+    for block in blocks:
+        add = model.producer(block.add)
+        members = [*block.nodes, add.name or block.add]
+        if any(fnmatch.fnmatchcase(name, pattern) for name in members for pattern in patterns):
+            excluded.add(block.add)
+    return excluded
+
+
 class DropLayers:
-    """Score residual blocks by block influence on the given inputs and remove the lowest `amount`."""
+    """Score residual blocks by block influence on the given inputs and remove the lowest `amount`.
+
+    Blocks touching a node named by --exclude (read from the context's options) are kept."""
 
     name = "drop-layers"
 
@@ -135,13 +156,18 @@ class DropLayers:
     def run(self, context: Context) -> None:
         model = context.model
         blocks = find_blocks(model)
+        excluded = excluded_blocks(model, blocks, list(context.options.get("exclude") or []))
         count = drop_count(self.amount, len(blocks))
-        context.report["layers"] = {"blocks": [], "removed": []}
+        context.report["layers"] = {"blocks": [], "removed": [], "excluded": sorted(excluded)}
         if not blocks or count == 0:
             return
+        if count > len(blocks) - len(excluded):
+            raise InvalidOptionError(
+                f"--drop-layers {self.amount:g} asks for {count} of {len(blocks)} residual blocks, but --exclude "
+                f"keeps {len(excluded)} of them; at most {len(blocks) - len(excluded)} can go")
         context.log(f"scoring {len(blocks)} residual blocks on {len(self.feeds)} inputs")
         block_influence(model, blocks, self.feeds)
-        ranked = sorted(blocks, key=lambda b: (b.influence, b.add))
+        ranked = sorted((b for b in blocks if b.add not in excluded), key=lambda b: (b.influence, b.add))
         removed = ranked[:count]
         for block in removed:
             remove_block(model, block)
@@ -151,5 +177,6 @@ class DropLayers:
             "criterion": "block influence (1 - cosine of the residual stream before and after the block)",
             "blocks": [b.to_dict() for b in blocks],
             "removed": [b.add for b in removed],
+            "excluded": sorted(excluded),
         }
         context.invalidate()

@@ -16,10 +16,12 @@ from onnx import helper
 
 from onnxprune.calibration import CalibrationData
 from onnxprune.deps import ChannelGraph
-from onnxprune.errors import InvalidOptionError
+from onnxprune.errors import InvalidOptionError, ValidationError
 from onnxprune.model import Model
 from onnxprune.pipeline import Context
 from onnxprune.plan import Budget, lowest, removal_count
+from onnxprune.runtime import first_line
+from onnxprune.stats import parameter_count
 
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -49,7 +51,10 @@ def _session_with_overridable(model: Model, names: list[str]):
             proto.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT's pybind exceptions share no base but Exception
+        raise ValidationError(f"onnxruntime cannot run the model to measure sensitivity: {first_line(exc)}") from None
 
 
 def sensitivity_curves(
@@ -156,8 +161,7 @@ class TargetBudget:
         curves = sensitivity_curves(model, graph, context.scores, self.calibration, log=context.log)
         flops = metrics.count_flops(folded_light_proto(model, self.shapes), self.shapes)
         costs = space_costs(model, graph, flops.by_node)
-        params = float(sum(w.array.size for w in model.weights.values()
-                           if w.array is not None and w.array.dtype.kind == "f"))
+        params = float(parameter_count(model.weights.values()))
         which = 0 if self.metric == "flops" else 1
         totals = (float(flops.total), params)
         # The cost model is first order (a layer losing inputs and outputs saves less than the sum);
@@ -205,13 +209,12 @@ class TargetBudget:
 
         from .remove_channels import RemoveChannels
 
-        copy = Model.from_proto(context.model.to_proto())
+        copy = context.model.copy()  # shares the weights: to_proto + from_proto held the model twice more
         trial = Context(copy, options=dict(context.options))
         trial.plan = plan
         RemoveChannels().run(trial)
         if self.metric == "flops":
             value = metrics.count_flops(folded_light_proto(copy, self.shapes), self.shapes).total
         else:
-            value = sum(w.array.size for w in copy.weights.values()
-                        if w.array is not None and w.array.dtype.kind == "f")
+            value = parameter_count(copy.weights.values())
         return float(value) / max(total, 1.0)

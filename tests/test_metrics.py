@@ -8,7 +8,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.errors import InvalidOptionError
-from onnxprune.metrics import count_flops, count_params, model_bytes
+from onnxprune.files import model_bytes
+from onnxprune.metrics import count_flops, count_params
 
 
 def _model(

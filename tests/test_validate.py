@@ -414,3 +414,37 @@ def test_json_path_errors_name_the_option(tmp_path, monkeypatch, capsys) -> None
     code, _, err = validate(monkeypatch, capsys, ref, ref, "--json", tmp_path / "missing" / "r.json")
     assert code == 2
     assert "--json folder" in one_line(err, "onnxprune: error: ")
+
+
+def test_big_models_run_one_session_at_a_time_with_the_same_verdict(resnet_pair, tmp_path, monkeypatch,
+                                                                     capsys) -> None:
+    """Above the size limit the reference runs every batch and is freed before the pruned model loads."""
+    import onnxprune.validate as validate_module
+    from onnxprune import runtime
+
+    reference, _, broken = resnet_pair
+    args = ["--min-cosine", "0.99", "--shapes", "input:2x3x64x64", "--samples", "3"]
+    code, _, _ = validate(monkeypatch, capsys, reference, broken, *args, "--json", tmp_path / "together.json")
+    assert code == 1
+    live, peak = [0], [0]
+    real_create = runtime.create_session
+
+    class Tracked:
+        def __init__(self, path):
+            self.session = real_create(path)
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+
+        def __getattr__(self, name):
+            return getattr(self.session, name)
+
+        def __del__(self):
+            live[0] -= 1
+
+    monkeypatch.setattr(runtime, "create_session", Tracked)
+    monkeypatch.setattr(validate_module, "INTERLEAVE_MAX_BYTES", 0)
+    code, _, _ = validate(monkeypatch, capsys, reference, broken, *args, "--json", tmp_path / "alone.json")
+    assert code == 1 and peak[0] == 1
+    together, alone = strict_json(tmp_path / "together.json"), strict_json(tmp_path / "alone.json")
+    assert together["runtime"]["sessions"] == "together" and alone["runtime"]["sessions"] == "one at a time"
+    assert together["outputs"] == alone["outputs"] and together["failure"] == alone["failure"]

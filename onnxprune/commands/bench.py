@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import progress_log
+from .common import check_side_outputs, progress_log
 
 
 @click.command("bench")
@@ -28,12 +28,11 @@ from .common import progress_log
 def command(models, providers, shapes, runs, warmup, threads, seed, fp16, sparse, memory, json_path,
             quiet) -> None:
     """Time REF and every MODEL interleaved in one process, per provider; speedups are against REF."""
-    from ..api import check_report_path, write_json
+    from ..api import write_json
     from ..benchmark import BenchOptions, bench, format_table
     from ..inputs import parse_shapes
 
-    if json_path:
-        check_report_path(json_path)
+    check_side_outputs({"--json": json_path}, list(models))
     options = BenchOptions(providers=list(providers) or ["cpu"], shapes=parse_shapes(shapes), runs=runs,
                            warmup=warmup, threads=threads, seed=seed, fp16=fp16, sparse=sparse, memory=memory)
     result = bench(models, options, log=(lambda message: None) if quiet else progress_log)

@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from .common import check_side_outputs
+
 
 @click.command("check-sparsity")
 @click.argument("source", metavar="IN")
@@ -16,7 +18,7 @@ import click
 def command(source, pattern, require, json_path, quiet) -> None:
     """Check every Conv/MatMul/Gemm weight against TensorRT's sparsity rule (as Polygraphy's
     `inspect sparsity` does): eligible or not and why, pattern followed or not."""
-    from onnxprune.api import check_report_path, write_json
+    from onnxprune.api import write_json
     from onnxprune.errors import InvalidOptionError
     from onnxprune.model import Model
     from onnxprune.sparsity.check import check_model, table
@@ -25,8 +27,7 @@ def command(source, pattern, require, json_path, quiet) -> None:
     wanted = Pattern.parse(require or pattern)
     if not wanted.structured:
         raise InvalidOptionError(f"--{'require' if require else 'pattern'} takes N:M (2:4), got '{wanted}'")
-    if json_path:
-        check_report_path(json_path)
+    check_side_outputs({"--json": json_path}, [source])
     result = check_model(Model.load(source), wanted)
     if json_path:
         write_json(result, json_path)

@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from .common import check_side_outputs
+
 _PER_OUTPUT = "[OUTPUT:]VALUE"
 
 
@@ -54,13 +56,12 @@ def command(reference, pruned, calib, calib_batch, samples, seed, shapes, val_ra
     names the output and the gate); 2 usage or IO error (models that cannot
     be compared included).
     """
-    from ..api import check_report_path, write_json
+    from ..api import write_json
     from ..gates import Gates
     from ..inputs import parse_shapes
     from ..validate import ValidateOptions, parse_val_ranges, run_validation
 
-    if json_path:
-        check_report_path(json_path, "--json")
+    check_side_outputs({"--json": json_path}, [reference, pruned])
     gates = Gates.from_options(atol=atol, rtol=rtol, max_mean_abs=max_mean_abs, min_cosine=min_cosine,
                                min_top1=min_top1, min_topk=min_topk, top_k=top_k)
     options = ValidateOptions(gates=gates, calib=calib, calib_batch=calib_batch, samples=samples, seed=seed,

@@ -3,97 +3,16 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
 from ..model import Model, TensorInfo, subgraph_outer_inputs
+from ..protoio import np_dtype
 from .atoms import AtomTable, Layout
+from .quantized import Dequantized, find_dequantized, subgraph_definitions
 from .shape_values import ShapeValues
-
-
-@dataclass(frozen=True)
-class Member:
-    """Channel i of the space is channels [offset + i*block, offset + (i+1)*block) of `axis` of `tensor`.
-
-    block is 1 for plain channels, the head size for an attention head space."""
-
-    tensor: str
-    axis: int
-    offset: int
-    is_weight: bool
-    block: int = 1
-
-    def indices(self, channels: np.ndarray) -> np.ndarray:
-        """Positions on the member's axis of the given space channels."""
-        channels = np.asarray(channels, dtype=np.int64)
-        return (self.offset + channels[:, None] * self.block + np.arange(self.block)).reshape(-1)
-
-
-@dataclass(frozen=True)
-class Pin:
-    reason: str
-    node: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.reason} (at {self.node})" if self.node else self.reason
-
-
-@dataclass
-class ChannelSpace:
-    """A set of channels that must be removed together, index by index, from every member."""
-
-    id: int
-    size: int
-    members: list[Member]
-    pins: list[Pin] = field(default_factory=list)
-    nodes: list[str] = field(default_factory=list)  # nodes whose weights are members
-    label: str = ""
-    kind: str = "channels"  # or "heads": each channel is an attention head (or a KV group of heads)
-
-    @property
-    def prunable(self) -> bool:
-        return not self.pins
-
-    @property
-    def weight_members(self) -> list[Member]:
-        return [m for m in self.members if m.is_weight]
-
-    def to_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "label": self.label,
-            "size": self.size,
-            "prunable": self.prunable,
-            "pinned_by": [str(p) for p in self.pins],
-            "nodes": self.nodes,
-            "members": [
-                {"tensor": m.tensor, "axis": m.axis, "offset": m.offset, "block": m.block, "weight": m.is_weight}
-                for m in self.members
-            ],
-        }
-
-
-Fixup = Callable[["Removal"], None]
-
-
-class Removal:
-    """Which indices leave each (tensor, axis): what rewrite and fixups read."""
-
-    def __init__(self, removed: dict[tuple[str, int], np.ndarray]):
-        self._removed = removed
-
-    def removed(self, tensor: str, axis: int) -> np.ndarray:
-        return self._removed.get((tensor, axis), np.zeros(0, dtype=np.int64))
-
-    def count(self, tensor: str, axis: int) -> int:
-        return int(self.removed(tensor, axis).size)
-
-    def items(self):
-        return self._removed.items()
+from .space import ChannelSpace, Fixup, Member, Pin, Removal
 
 
 def _key(node: onnx.NodeProto) -> str:
@@ -131,6 +50,9 @@ class SpaceBuilder:
         self._frozen: dict[tuple[str, int], tuple[onnx.NodeProto, str, np.ndarray]] = {}
         self._size_slots: dict[tuple[str, int, int], tuple[str, int]] = {}
         self.head_axes: set[tuple[str, int]] = set()  # axes a Reshape split off as attention heads
+        # DequantizeLinear outputs of constant int weights (QDQ models): rules treat them as weights.
+        self.dequantized: dict[str, Dequantized] = find_dequantized(model)
+        self._pin_shadowed_names()
 
 
     # ------------------------------------------------------------ facts rules need
@@ -239,7 +161,21 @@ class SpaceBuilder:
                     self.pin(tensor, axis, f"its size is a graph output ('{name}')")
 
     def is_weight(self, tensor: str) -> bool:
-        return bool(tensor) and self.model.is_weight(tensor)
+        """An initializer, or the dequantized value of one (rules see a QDQ weight like a float one)."""
+        return bool(tensor) and (self.model.is_weight(tensor) or tensor in self.dequantized)
+
+    def weight_shape(self, tensor: str) -> tuple[int, ...]:
+        """Current shape of a weight (of its quantized initializer for a DequantizeLinear output)."""
+        source = self.dequantized.get(tensor)
+        return tuple(self.model.weights[source.q if source else tensor].shape)
+
+    def _pin_shadowed_names(self) -> None:
+        """Pin main-graph tensors that a subgraph defines again under the same name. onnx's shape
+        inference resolves such a name to the outer tensor inside the subgraph, so slicing the outer
+        one makes the checker reject a model that was valid."""
+        for node in self.model.graph.node:
+            for name in sorted(subgraph_definitions(node)):
+                self.pin(name, None, f"a subgraph of {self.model.node_label(node)} defines '{name}' again", node)
 
     # ------------------------------------------------------------ layouts
 
@@ -258,7 +194,15 @@ class SpaceBuilder:
             return None
         layout = self.atoms.fresh(size)
         self.layouts[key] = layout
-        if not self.is_weight(tensor):
+        dequantized = self.dequantized.get(tensor)
+        if dequantized is not None:
+            # The dequantized axis is the quantized weight's axis, and for the quantization axis also
+            # the per-channel scale's and zero point's: they lose the same channels.
+            tied = [self.layout(name, index, node) for name, index in dequantized.members(axis)]
+            self.tie([layout] + tied, node)
+        elif self.model.is_weight(tensor) and np_dtype(self.model.weights[tensor].data_type) is None:
+            self.pin(tensor, axis, f"weight '{tensor}' has a packed element type (int4...), never sliced", node)
+        elif not self.is_weight(tensor):
             origin = self.model.producer(tensor)
             source = f"produced by {self.model.node_label(origin)}" if origin is not None else "a graph input"
             self.pin(tensor, axis, f"axis {axis} of '{tensor}' ({source}) carries no tracked channels",
@@ -331,8 +275,9 @@ class SpaceBuilder:
             if tensor.startswith("\0"):
                 continue
             offset = 0
+            weight = self.model.is_weight(tensor)  # a dequantized weight is sliced through its initializers
             for leaf, block in atoms.leaves(layout):
-                occurrences[atoms.find(leaf)].append(Member(tensor, axis, offset, self.is_weight(tensor), block))
+                occurrences[atoms.find(leaf)].append(Member(tensor, axis, offset, weight, block))
                 offset += atoms.size[leaf] * block
         pins: dict[int, list[Pin]] = defaultdict(list)
         for tensor, axis, pin in self._pins:
@@ -357,11 +302,21 @@ class SpaceBuilder:
         self._order(spaces)
         return spaces
 
+    def _readers(self, weight: str) -> list[tuple[onnx.NodeProto, int]]:
+        """Consumers of a weight, looking through the DequantizeLinear of a quantized one."""
+        readers = []
+        for node, index in self.model.consumers(weight):
+            if node.output and node.output[0] in self.dequantized:
+                readers.extend(self.model.consumers(node.output[0]) if index == 0 else [])
+            else:
+                readers.append((node, index))
+        return readers
+
     def _weight_nodes(self, members: list[Member]) -> list[str]:
         names: list[str] = []
         for member in members:
             if member.is_weight:
-                for node, _ in self.model.consumers(member.tensor):
+                for node, _ in self._readers(member.tensor) + self.model.consumers(member.tensor):
                     label = node.name or node.output[0]
                     if label not in names:
                         names.append(label)
@@ -377,7 +332,7 @@ class SpaceBuilder:
             where = "" if full == width else f" [{member.offset}:{member.offset + width}]"
             if member.block > 1:
                 where += f" in groups of {member.block}"
-            for node, index in self.model.consumers(member.tensor):
+            for node, index in self._readers(member.tensor):
                 name = f"{node.op_type} '{node.name or node.output[0]}'"
                 output_axis = {"Conv": 0, "Gemm": 0, "ConvTranspose": 1, "MatMul": 1}.get(node.op_type)
                 if index == 1 and member.axis == output_axis and produced is None:

@@ -38,4 +38,5 @@ def apply_rule(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
     function(builder, node)
 
 
-from . import conv, elementwise, layout_ops, linear, normalization, reshape  # noqa: E402,F401  (registers rules)
+# Registers the rules.
+from . import control_flow, conv, elementwise, layout_ops, linear, normalization, quant, reshape  # noqa: E402,F401

@@ -11,7 +11,7 @@ from .common import attr, input_at, set_int_attr
 
 def _depthwise_group_fixup(builder: SpaceBuilder, node: onnx.NodeProto, weight: str):
     # A depthwise conv has one group per channel: the group count follows the channel count.
-    return lambda removal: set_int_attr(node, "group", builder.model.weights[weight].numpy().shape[0])
+    return lambda removal: set_int_attr(node, "group", builder.weight_shape(weight)[0])
 
 
 def _tie_groups(builder: SpaceBuilder, layout, group: int, node: onnx.NodeProto):
@@ -31,7 +31,7 @@ def conv(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
     if not builder.is_weight(weight) or (bias and not builder.is_weight(bias)):
         builder.pin_node(node, "Conv weight or bias is computed at run time, not an initializer")
         return
-    out_channels, in_per_group = builder.model.weights[weight].shape[:2]
+    out_channels, in_per_group = builder.weight_shape(weight)[:2]
     group = int(attr(node, "group", 1))
     builder.set_output(y, 0, builder.layout(x, 0, create=False))
     bias_axes = [(bias, 0)] if bias else []
@@ -62,7 +62,7 @@ def conv_transpose(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
     if not builder.is_weight(weight) or (bias and not builder.is_weight(bias)):
         builder.pin_node(node, "ConvTranspose weight or bias is computed at run time")
         return
-    in_channels, out_per_group = builder.model.weights[weight].shape[:2]
+    in_channels, out_per_group = builder.weight_shape(weight)[:2]
     group = int(attr(node, "group", 1))
     builder.set_output(y, 0, builder.layout(x, 0, create=False))
     bias_axes = [(bias, 0)] if bias else []
