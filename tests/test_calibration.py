@@ -173,12 +173,36 @@ def test_sensitivity_command_writes_curves_and_plot(zoo, tmp_path):
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_target_latency_searches_flops_targets_with_ort_timings(zoo, tmp_path):
-    """A big batch makes the MLP compute-bound, so latency follows the FLOPs."""
+def test_target_latency_search_converges_on_a_timer_that_follows_flops(zoo, tmp_path, monkeypatch):
+    """The bisection logic, on a deterministic timer: a model's 'latency' is its FLOPs (wall-clock
+    timings belong in bench/, and on a shared 2-core machine they are too noisy to assert on)."""
+    from onnxprune import latency, runtime
+    from onnxprune.stats import model_stats
+
+    class Timed:
+        def __init__(self, path, *args, **kwargs):
+            self.path = path
+
+    def flops_as_latency(sessions, feeds, runs):
+        return {name: latency.LatencyStats(median_ms=float(model_stats(Model.load(s.path), {"input": (8, 64)})[
+            "flops"]), p90_ms=0.0, mean_ms=0.0, min_ms=0.0, runs=runs) for name, s in sessions.items()}
+
+    monkeypatch.setattr(runtime, "create_session", Timed)
+    monkeypatch.setattr(latency, "measure_interleaved", flops_as_latency)
     out = tmp_path / "out.onnx"
-    report = prune(zoo("mlp"), out, PruneOptions(target_latency=0.7, shapes={"input": (4096, 64)},
-                                                 validate=False, latency_runs=5))
+    report = prune(zoo("mlp"), out, PruneOptions(target_latency=0.7, shapes={"input": (8, 64)}, validate=False))
     trials = report["latency_search"]["trials"]
     assert len(trials) == 5
-    assert any(trial["latency_ratio"] <= 0.7 for trial in trials)
+    chosen = report["after"]["flops"] / report["before"]["flops"]
+    best = max(t["latency_ratio"] for t in trials if t["latency_ratio"] <= 0.7)
+    assert chosen == pytest.approx(best, abs=1e-3) and 0.6 < chosen <= 0.7  # the largest model that meets it
+    check_valid(out)
+
+
+def test_target_latency_with_real_ort_timings_writes_a_valid_model(zoo, tmp_path):
+    """The real timer, with a goal any 5% FLOPs model meets, so noise cannot fail it."""
+    out = tmp_path / "out.onnx"
+    report = prune(zoo("mlp"), out, PruneOptions(target_latency=0.95, shapes={"input": (4096, 64)},
+                                                 validate=False, latency_runs=5))
+    assert len(report["latency_search"]["trials"]) == 5
     check_valid(out)
