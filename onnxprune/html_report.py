@@ -228,10 +228,16 @@ def _layers(report: dict[str, Any]) -> str:
                    intro=str(layers.get("criterion") or ""))
 
 
-def _validation(report: dict[str, Any], kind: str) -> str:
-    data = report.get("validation")
-    if data is None and kind == "validate":
+def _results(report: dict[str, Any], key: str, kind: str, own_kind: str) -> dict[str, Any] | None:
+    """The `key` section of a prune report, or the whole report when it is a `own_kind` result itself."""
+    data = report.get(key)
+    if data is None and kind == own_kind:
         data = {k: v for k, v in report.items() if k not in ("kind", "command", "schema_version", "input", "output")}
+    return data
+
+
+def _validation(report: dict[str, Any], kind: str) -> str:
+    data = _results(report, "validation", kind, "validate")
     if data is None:
         return ""
     return section("validation", "Validation: outputs and latency", generic_results(data, "validation"),
@@ -240,9 +246,7 @@ def _validation(report: dict[str, Any], kind: str) -> str:
 
 
 def _bench(report: dict[str, Any], kind: str) -> str:
-    data = report.get("bench")
-    if data is None and kind == "bench":
-        data = {k: v for k, v in report.items() if k not in ("kind", "command", "schema_version", "input", "output")}
+    data = _results(report, "bench", kind, "bench")
     if data is None:
         return ""
     return section("bench", "Benchmark", generic_results(data, "bench"))

@@ -26,14 +26,14 @@ def save_model(model: Model, path: Path, external_data: bool | None = None) -> P
     """
     if model.source is not None and path.exists() and _same_file(path, model.source):
         raise InvalidOptionError(f"output '{path}' is the input model; choose another output path")
-    _refuse_overwriting_sources(model, path, None)
+    refuse_overwriting_sources(model, path, None)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InvalidOptionError(f"output folder '{folder}' does not exist")
     if external_data is None:
         external_data = model.had_external_data or model.nbytes() > EXTERNAL_DATA_THRESHOLD
-    location = f"{path.name}.data"
-    _refuse_overwriting_sources(model, path, folder / location if external_data else None)
+    location = data_path(path).name
+    refuse_overwriting_sources(model, path, folder / location if external_data else None)
     temps: list[str] = []
     try:
         model_fd, model_tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
@@ -63,9 +63,15 @@ def save_model(model: Model, path: Path, external_data: bool | None = None) -> P
     return path
 
 
-def _refuse_overwriting_sources(model: Model, path: Path, data_path: Path | None) -> None:
+def data_path(model_path: Path) -> Path:
+    """Where the external data of a model saved at `model_path` goes."""
+    return model_path.with_name(f"{model_path.name}.data")
+
+
+def refuse_overwriting_sources(model: Model, path: Path, data: Path | None) -> None:
+    """Refuse outputs that would replace the files the model's weights are still read from."""
     sources = model.source_files()
-    for target in (path, data_path):
+    for target in (path, data):
         if target is not None and target.resolve() in sources:
             raise InvalidOptionError(
                 f"writing '{target}' would overwrite the input model's own data; choose another output name"

@@ -18,24 +18,17 @@ from typing import TYPE_CHECKING
 
 import onnx
 
-from .errors import InvalidOptionError, ValidationError
+from .errors import ValidationError
+from .saving import data_path, refuse_overwriting_sources
 
 if TYPE_CHECKING:
     from .model import Model
 
 
-def data_path(model_path: Path) -> Path:
-    """Where saving.save_model puts the external data of `model_path`."""
-    return model_path.with_name(f"{model_path.name}.data")
-
-
 def check_targets(model: Model, target: Path) -> None:
-    """Refuse outputs that would replace the files the model's weights are still read from."""
-    sources = model.source_files()
-    for path in (target, data_path(target)):
-        if path.resolve() in sources:
-            raise InvalidOptionError(
-                f"writing '{path}' would overwrite the input model's own data; choose another output name")
+    """Refuse, before anything is written, an output or data file that is the input's own data (the
+    staged save cannot see that: it writes elsewhere first)."""
+    refuse_overwriting_sources(model, target, data_path(target))
 
 
 def full_check_error(model: Model) -> str | None:

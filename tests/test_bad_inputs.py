@@ -7,12 +7,12 @@ stays fast; tests/test_cli.py checks the same contract through real subprocesses
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 from bad_models import CORPUS
+from folders import listing
 from tiny import tiny_model
 
 from onnxprune import cli
@@ -32,20 +32,6 @@ COMMANDS = {
     "validate-pruned": ["validate", "{good}", "{bad}"],
     "bench": ["bench", "{good}", "{bad}", "--runs", "1", "--warmup", "0", "--no-memory", "--json", "b.json"],
 }
-
-
-def listing(folder: Path) -> dict[str, bytes]:
-    """Every entry under `folder`, hidden ones included; links by their target."""
-    result = {}
-    for entry in sorted(folder.rglob("*")):
-        key = str(entry.relative_to(folder))
-        if entry.is_symlink():
-            result[key] = b"-> " + os.readlink(entry).encode()
-        elif entry.is_file():
-            result[key] = entry.read_bytes()
-        else:
-            result[key] = b"<dir>"
-    return result
 
 
 def run_cli(args: list[str], folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[

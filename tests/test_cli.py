@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from folders import listing
 from tiny import INPUT_SHAPE, tiny_model
 
 
@@ -40,19 +41,6 @@ def strict_json(text: str):
         raise ValueError(f"non-standard JSON constant {constant}")
 
     return json.loads(text, parse_constant=refuse)
-
-
-def listing(folder: Path) -> dict[str, bytes]:
-    result = {}
-    for entry in sorted(folder.rglob("*")):
-        key = str(entry.relative_to(folder))
-        if entry.is_symlink():
-            result[key] = b"-> " + os.readlink(entry).encode()
-        elif entry.is_file():
-            result[key] = entry.read_bytes()
-        else:
-            result[key] = b"<dir>"
-    return result
 
 
 def run_model(path: Path) -> np.ndarray:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import onnx
 import pytest
-from test_bad_inputs import listing, run_cli
+from folders import listing
+from test_bad_inputs import run_cli
 from tiny import tiny_model
 
 VICTIM = b"precious: must survive every command\n"

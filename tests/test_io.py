@@ -5,7 +5,6 @@ Every model here is built with onnx.helper: Conv-BN-Relu-Conv, then GlobalAverag
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from folders import listing
 from onnx import TensorProto, helper, numpy_helper
 from tiny import INPUT_SHAPE, tiny_model, tiny_weights
 
@@ -57,20 +57,6 @@ def assert_same_weights(got: dict[str, np.ndarray], expected: dict[str, np.ndarr
 
 def check_full(path: Path) -> None:
     onnx.checker.check_model(str(path), full_check=True)
-
-
-def listing(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder` (hidden ones too) with its content; links by their target."""
-    result = {}
-    for entry in sorted(folder.rglob("*")):
-        key = str(entry.relative_to(folder))
-        if entry.is_symlink():
-            result[key] = b"-> " + os.readlink(entry).encode()
-        elif entry.is_file():
-            result[key] = entry.read_bytes()
-        else:
-            result[key] = b"<dir>"
-    return result
 
 
 def external_files(path: Path) -> set[str]:

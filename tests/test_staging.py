@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import onnx
 import pytest
+from folders import listing
 from onnx import helper
-from test_bad_inputs import listing, run_cli
+from test_bad_inputs import run_cli
 from tiny import tiny_model
 
 from onnxprune import PruneOptions, ValidationError, prune
