@@ -58,7 +58,7 @@ def _run_onnxprune(job: dict) -> dict:
 
 
 def _run_onnxprune_cli(job: dict) -> dict:
-    from onnxprune.cli import main
+    from onnxprune.cli.app import main
 
     rss_before = _status_kb("VmRSS")
     started = time.perf_counter()

@@ -125,8 +125,8 @@ def validity(path: Path, bench: Bench) -> dict:
 
 
 def stats(path: Path, shapes: dict) -> dict:
-    from onnxprune.model import Model
-    from onnxprune.stats import model_stats
+    from onnxprune.check.stats import model_stats
+    from onnxprune.io.model import Model
 
     counted = model_stats(Model.load(path), shapes)
     return {"params": int(counted["params"]), "flops": int(counted["flops"])}
@@ -189,7 +189,7 @@ def reference_outputs(bench: Bench, threads: int) -> Any:
 
 def latency(paths: dict[str, Path], feed: dict, runs: int, threads: int) -> dict[str, dict]:
     """Median latency of every model, interleaved run by run in one process (first key: dense)."""
-    from onnxprune import latency as lat
+    from onnxprune.measure import latency as lat
 
     sessions = {label: session(path, threads) for label, path in paths.items()}
     timing = lat.measure_interleaved(sessions, {label: feed for label in sessions}, warmup=3, runs=runs)

@@ -110,7 +110,7 @@ def _child_save(source: str, target: str, external: bool = False) -> dict[str, A
 def _child_prune(source: str, target: str, profile: bool = False, validate: bool = False) -> dict[str, Any]:
     import onnxprune
     import onnxprune.api as api
-    from onnxprune.model import Model
+    from onnxprune.io.model import Model
 
     # Time the phases of api.prune by wrapping what it calls (no change to onnxprune itself):
     # Model.load, model_stats (before and after), the passes (the report's pass_seconds), Model.save.

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 import onnxprune
-from onnxprune import runtime
-from onnxprune.model import Model
+from onnxprune.check import runtime
+from onnxprune.io.model import Model
 
 from ._common import machine_facts, table, write_results
 

@@ -44,8 +44,8 @@ def _prune(source: Path, target: Path, round_to: int, shapes: dict[str, tuple[in
 
 
 def _stats(path: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
-    from onnxprune.model import Model
-    from onnxprune.stats import model_stats
+    from onnxprune.check.stats import model_stats
+    from onnxprune.io.model import Model
 
     stats = model_stats(Model.load(path), shapes)
     return {"params": stats["params"], "flops": stats["flops"], "weight_bytes": stats["weight_bytes"],
@@ -73,7 +73,7 @@ def _session(path: Path, spinning: bool, threads: int | None = None):
 
 def _runs_for(sessions, feeds, seconds: float, min_runs: int, max_runs: int) -> tuple[int, float]:
     """Timed runs that fill about `seconds`: one untimed round to warm up, one to estimate."""
-    from onnxprune import runtime
+    from onnxprune.check import runtime
 
     for name, session in sessions.items():
         runtime.run(session, feeds[name], label=name)
@@ -85,7 +85,7 @@ def _runs_for(sessions, feeds, seconds: float, min_runs: int, max_runs: int) -> 
 
 
 def measure(name: str, source: Path, input_name: str, feed, work: Path, args, log) -> dict[str, Any]:
-    from onnxprune import latency
+    from onnxprune.measure import latency
 
     shapes = {input_name: tuple(feed.shape)}
     variants: dict[str, Path] = {"original": source}

@@ -146,8 +146,8 @@ def _onnxprune(dense: Path, target: Path, method: str, ratio: float, calib: Path
 
 
 def _stats(path: Path, shapes: dict) -> dict:
-    from onnxprune.model import Model
-    from onnxprune.stats import model_stats
+    from onnxprune.check.stats import model_stats
+    from onnxprune.io.model import Model
 
     stats = model_stats(Model.load(path), shapes)
     return {"params": stats["params"], "flops": stats["flops"]}
@@ -173,7 +173,7 @@ def _session(path: Path, ort_config: OrtConfig):
 
 
 def _outputs(path: Path, feed: dict, ort_config: OrtConfig) -> list[np.ndarray]:
-    from onnxprune import runtime
+    from onnxprune.check import runtime
 
     session = _session(path, ort_config)
     return list(runtime.run(session, feed).values())
@@ -190,7 +190,7 @@ def _agreement(reference: list[np.ndarray], got: list[np.ndarray], classifier: b
 
 
 def _latency(paths: dict[str, Path], feed: dict, runs: int, ort_config: OrtConfig) -> dict:
-    from onnxprune import latency
+    from onnxprune.measure import latency
 
     sessions = {label: _session(path, ort_config) for label, path in paths.items()}
     timing = latency.measure_interleaved(sessions, {label: feed for label in sessions}, warmup=3, runs=runs)

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 import onnxprune
-from onnxprune import latency, runtime
+from onnxprune.check import runtime
+from onnxprune.measure import latency
 
 from ._common import machine_facts, table, write_results
 

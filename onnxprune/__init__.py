@@ -3,7 +3,7 @@
 from .api import PruneOptions, prune
 from .deps import ChannelGraph, ChannelSpace, build_channel_graph
 from .errors import InvalidModelError, InvalidOptionError, OnnxPruneError, UnsupportedModelError, ValidationError
-from .model import Model
+from .io.model import Model
 
 __all__ = [
     "ChannelGraph", "ChannelSpace", "InvalidModelError", "InvalidOptionError", "Model", "OnnxPruneError",

@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import staging
-from .calibration import load_calibration
+from .calib.data import load_calibration
+from .check.stats import model_stats
+from .check.validate import compare_models, validation_inputs
 from .errors import InvalidModelError, InvalidOptionError
-from .files import check_output_path, write_atomic
-from .model import Model
+from .io import staging
+from .io.files import check_output_path, write_atomic
+from .io.model import Model
 from .pipeline import Context, Pass, run_pipeline
 from .plan import Budget
-from .stats import model_stats
-from .validate import compare_models, validation_inputs
 
 
 @dataclass
@@ -220,7 +220,7 @@ def _write_checked(model: Model, source: Path, target: Path, options: PruneOptio
 
 def _tensorrt_check(source: Path, target: Path, shapes: dict, seed: int, log: Callable[[str], None]) -> dict:
     """Dense and sparse FP16 engines side by side when TensorRT is importable; else says why not."""
-    from . import trt
+    from .measure import trt
 
     missing = trt.unavailable_report()
     if missing is not None:
@@ -235,8 +235,9 @@ def _prune_to_latency(source: Path, target: Path, options: PruneOptions, log: Ca
     import dataclasses
     import tempfile
 
-    from . import latency, runtime
-    from .inputs import random_feeds
+    from .check import runtime
+    from .check.inputs import random_feeds
+    from .measure import latency
 
     goal = options.target_latency
     low, high, best = 0.05, 0.99, None

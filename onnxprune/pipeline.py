@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .deps import ChannelGraph, build_channel_graph
-from .model import Model
+from .io.model import Model
 
 
 @dataclass

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnxprune.activations import collect_stats
-from onnxprune.calibration import CalibrationData
+from onnxprune.calib.data import CalibrationData
+from onnxprune.calib.statistics import collect_stats
 from onnxprune.deps import ChannelSpace, Member
-from onnxprune.model import Model
+from onnxprune.io.model import Model
 from onnxprune.pipeline import Context
 
 from . import criteria

@@ -18,9 +18,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxprune.activations import collect_stats
-from onnxprune.calibration import CalibrationData
-from onnxprune.model import Model
+from onnxprune.calib.data import CalibrationData
+from onnxprune.calib.statistics import collect_stats
+from onnxprune.io.model import Model
 from onnxprune.pipeline import Context
 
 from .activation import ConsumerPair, consumer_pairs

@@ -15,9 +15,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxprune.capture import capture
+from onnxprune.calib.capture import capture
 from onnxprune.errors import InvalidOptionError
-from onnxprune.model import Model
+from onnxprune.io.model import Model
 from onnxprune.pipeline import Context
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxprune.check.stats import is_float_dtype
 from onnxprune.deps import ChannelSpace, Member
-from onnxprune.model import Model
+from onnxprune.io.model import Model
 from onnxprune.pipeline import Context
-from onnxprune.stats import is_float_dtype
 
 # BatchNormalization inputs 3 and 4 are running statistics, not learned weights.
 _STATISTICS = {("BatchNormalization", 3), ("BatchNormalization", 4)}

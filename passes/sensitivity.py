@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import helper
 
-from onnxprune.calibration import CalibrationData
+from onnxprune.calib.data import CalibrationData
+from onnxprune.check.runtime import first_line
+from onnxprune.check.stats import parameter_count
 from onnxprune.deps import ChannelGraph
 from onnxprune.errors import InvalidOptionError, ValidationError
-from onnxprune.model import Model
+from onnxprune.io.model import Model
 from onnxprune.pipeline import Context
 from onnxprune.plan import Budget, lowest, removal_count
-from onnxprune.runtime import first_line
-from onnxprune.stats import parameter_count
 
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -154,8 +154,8 @@ class TargetBudget:
         self.name = f"plan-target-{metric}"
 
     def run(self, context: Context) -> None:
-        from onnxprune import metrics
-        from onnxprune.stats import folded_light_proto
+        from onnxprune.check import counts as metrics
+        from onnxprune.check.stats import folded_light_proto
 
         model, graph = context.model, context.channel_graph()
         curves = sensitivity_curves(model, graph, context.scores, self.calibration, log=context.log)
@@ -204,8 +204,8 @@ class TargetBudget:
 
     def _measure(self, context: Context, plan: dict[int, np.ndarray], total: float) -> float:
         """Fraction of FLOPs (or parameters) a plan keeps, measured on a pruned copy."""
-        from onnxprune import metrics
-        from onnxprune.stats import folded_light_proto
+        from onnxprune.check import counts as metrics
+        from onnxprune.check.stats import folded_light_proto
 
         from .remove_channels import RemoveChannels
 

@@ -18,10 +18,10 @@ import json
 import numpy as np
 import onnx
 
-from onnxprune.activations import collect_stats
-from onnxprune.calibration import CalibrationData
+from onnxprune.calib.data import CalibrationData
+from onnxprune.calib.statistics import collect_stats
 from onnxprune.errors import InvalidOptionError, ValidationError
-from onnxprune.model import Model
+from onnxprune.io.model import Model
 from onnxprune.pipeline import Context
 from onnxprune.sparsity import METADATA_KEY
 from onnxprune.sparsity.check import pattern_status

@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxprune.deps import build_channel_graph
-from onnxprune.model import Model
+from onnxprune.io.model import Model
 from onnxprune.plan import Budget, removal_count
 
 

@@ -15,7 +15,7 @@ from bad_models import CORPUS
 from folders import listing
 from tiny import tiny_model
 
-from onnxprune import cli
+from onnxprune.cli import app as cli
 
 # {bad} is the broken model, {good} a valid one beside it.
 COMMANDS = {

@@ -13,10 +13,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from onnxprune import latency, runtime, trt
 from onnxprune.api import PruneOptions, prune
-from onnxprune.benchmark import BenchOptions, bench, format_table
+from onnxprune.check import runtime
 from onnxprune.errors import InvalidOptionError, ValidationError
+from onnxprune.measure import latency, trt
+from onnxprune.measure.bench import BenchOptions, bench, format_table
 
 CUDA_IN_ORT = runtime.CUDA in ort.get_available_providers()
 TRT_IN_ORT = runtime.TENSORRT in ort.get_available_providers()

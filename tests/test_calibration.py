@@ -9,8 +9,8 @@ from graphs import GraphBuilder
 from oracle import check_valid, run
 
 from onnxprune import InvalidOptionError, Model, PruneOptions, prune
-from onnxprune.calibration import load_calibration
-from onnxprune.inputs import model_input_specs
+from onnxprune.calib.data import load_calibration
+from onnxprune.check.inputs import model_input_specs
 
 
 def _linear_pair_model(seed: int = 0) -> tuple[onnx.ModelProto, np.ndarray]:
@@ -176,8 +176,9 @@ def test_sensitivity_command_writes_curves_and_plot(zoo, tmp_path):
 def test_target_latency_search_converges_on_a_timer_that_follows_flops(zoo, tmp_path, monkeypatch):
     """The bisection logic, on a deterministic timer: a model's 'latency' is its FLOPs (wall-clock
     timings belong in bench/, and on a shared 2-core machine they are too noisy to assert on)."""
-    from onnxprune import latency, runtime
-    from onnxprune.stats import model_stats
+    from onnxprune.check import runtime
+    from onnxprune.check.stats import model_stats
+    from onnxprune.measure import latency
 
     class Timed:
         def __init__(self, path, *args, **kwargs):

@@ -6,10 +6,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune import runtime
-from onnxprune.compare import compare_outputs, summarize
+from onnxprune.check import runtime
+from onnxprune.check.compare import compare_outputs, summarize
 from onnxprune.errors import InvalidOptionError, ValidationError
-from onnxprune.latency import LatencyStats, measure_interleaved, speedup
+from onnxprune.measure.latency import LatencyStats, measure_interleaved, speedup
 
 
 def test_identical_outputs() -> None:

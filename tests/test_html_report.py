@@ -19,9 +19,9 @@ from click.testing import CliRunner
 import models
 from onnxprune.api import PruneOptions, prune
 from onnxprune.errors import InvalidOptionError
-from onnxprune.html_report import render_html, write_html
-from onnxprune.report import summary
-from onnxprune.svg_plots import AFTER, BEFORE, P90, REMOVED, SERIES
+from onnxprune.report.html import render_html, write_html
+from onnxprune.report.summary import summary
+from onnxprune.report.svg_plots import AFTER, BEFORE, P90, REMOVED, SERIES
 
 EVIL = '<img src="http://evil.example/x.png" onerror="alert(1)">&amp;"\''
 
@@ -195,7 +195,7 @@ def test_write_html_refuses_a_folder_and_cli_writes_both_reports(zoo, tmp_path):
         write_html({}, tmp_path)
     with pytest.raises(InvalidOptionError, match="does not exist"):
         write_html({}, tmp_path / "missing" / "r.html")
-    from onnxprune.cli import main
+    from onnxprune.cli.app import main
 
     result = CliRunner().invoke(main, [str(zoo("mlp")), str(tmp_path / "out.onnx"), "--structured", "0.5", "--quiet",
                                        "--report", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html")])

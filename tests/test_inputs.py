@@ -4,14 +4,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxprune.check.inputs import InputSpec, model_input_specs, parse_shapes, random_feeds, resolve_shapes
 from onnxprune.errors import InvalidOptionError, ValidationError
-from onnxprune.inputs import (
-    InputSpec,
-    model_input_specs,
-    parse_shapes,
-    random_feeds,
-    resolve_shapes,
-)
 
 
 def test_parse_shapes_single_and_comma_separated() -> None:

@@ -17,7 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 from tiny import INPUT_SHAPE, tiny_model, tiny_weights
 
 import onnxprune
-from onnxprune import InvalidModelError, Model, OnnxPruneError, PruneOptions, UnsupportedModelError, protoio
+from onnxprune import InvalidModelError, Model, OnnxPruneError, PruneOptions, UnsupportedModelError
+from onnxprune.io import protoio
 
 
 def save_inline(path: Path, **kwargs) -> Path:

@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxprune.check.counts import count_flops, count_params
 from onnxprune.errors import InvalidOptionError
-from onnxprune.files import model_bytes
-from onnxprune.metrics import count_flops, count_params
+from onnxprune.io.files import model_bytes
 
 
 def _model(

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from oracle import check_valid
 
-from onnxprune import Model, PruneOptions, build_channel_graph, prune, runtime
+from onnxprune import Model, PruneOptions, build_channel_graph, prune
+from onnxprune.check import runtime
 
 
 @pytest.fixture(scope="module")

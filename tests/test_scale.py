@@ -18,8 +18,9 @@ import pytest
 
 import onnxprune
 from bench.synthetic import make_stack
-from onnxprune import spill, validate
-from onnxprune.model import Model
+from onnxprune.check import validate
+from onnxprune.io import spill
+from onnxprune.io.model import Model
 from tests.oracle import max_relative_error, zero_channels
 
 _REPO = Path(__file__).resolve().parent.parent

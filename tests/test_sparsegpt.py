@@ -17,8 +17,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.calibration import CalibrationData
-from onnxprune.model import Model
+from onnxprune.calib.data import CalibrationData
+from onnxprune.io.model import Model
 from onnxprune.sparsity.hessian import ConvGeometry, GramRequest, collect_grams, collect_norms, conv_rows, conv_unrows
 from onnxprune.sparsity.pattern import Pattern, nm_mask, satisfies, unstructured_mask
 from onnxprune.sparsity.solvers import magnitude_scores, row_unstructured_mask, sparsegpt, wanda_scores

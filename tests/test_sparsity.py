@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.api import PruneOptions, prune
-from onnxprune.cli import main
-from onnxprune.model import Model
+from onnxprune.cli.app import main
+from onnxprune.io.model import Model
 from tests.graphs import GraphBuilder
 from tests.oracle import check_valid, random_feed, run
 

@@ -12,8 +12,8 @@ from tiny import tiny_model
 
 from onnxprune import PruneOptions, ValidationError, prune
 from onnxprune import api as api_module
-from onnxprune.model import Model
-from onnxprune.staging import check_graph
+from onnxprune.io.model import Model
+from onnxprune.io.staging import check_graph
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_model_onnxruntime_cannot_load_needs_no_validate(folder, monkeypatch, ca
 def test_disk_full_while_writing_is_one_line_and_leaves_nothing(folder, monkeypatch, capsys):
     import errno
 
-    from onnxprune import protoio
+    from onnxprune.io import protoio
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -14,12 +14,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.cli import run
-from onnxprune.compare import OutputAccumulator
+from onnxprune.check.compare import OutputAccumulator
+from onnxprune.check.gates import Gates, evaluate, parse_per_output
+from onnxprune.check.inputs import model_input_specs, random_feeds
+from onnxprune.check.validate import check_signatures, model_signature, parse_val_ranges, random_inputs
+from onnxprune.cli.app import run
 from onnxprune.errors import InvalidOptionError, ValidationError
-from onnxprune.gates import Gates, evaluate, parse_per_output
-from onnxprune.inputs import model_input_specs, random_feeds
-from onnxprune.validate import check_signatures, model_signature, parse_val_ranges, random_inputs
 
 
 def validate(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
@@ -380,7 +380,7 @@ def test_val_range_parsing_and_sampling() -> None:
     with pytest.raises(InvalidOptionError, match="more than once"):
         parse_val_ranges(["x:0,1", "x:0,2"])
 
-    from onnxprune.inputs import InputSpec
+    from onnxprune.check.inputs import InputSpec
 
     specs = [InputSpec("f", np.dtype(np.float32), (2, 500)), InputSpec("i", np.dtype(np.int64), (2, 500)),
              InputSpec("b", np.dtype(np.bool_), (2, 500))]
@@ -419,8 +419,8 @@ def test_json_path_errors_name_the_option(tmp_path, monkeypatch, capsys) -> None
 def test_big_models_run_one_session_at_a_time_with_the_same_verdict(resnet_pair, tmp_path, monkeypatch,
                                                                      capsys) -> None:
     """Above the size limit the reference runs every batch and is freed before the pruned model loads."""
-    import onnxprune.validate as validate_module
-    from onnxprune import runtime
+    import onnxprune.check.validate as validate_module
+    from onnxprune.check import runtime
 
     reference, _, broken = resnet_pair
     args = ["--min-cosine", "0.99", "--shapes", "input:2x3x64x64", "--samples", "3"]

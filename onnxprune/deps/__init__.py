@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 
 from ..errors import InvalidOptionError
-from ..model import Model
+from ..io.model import Model
 from .builder import ChannelSpace, Member, Pin, Removal, SpaceBuilder
 from .rules import apply_rule
 

@@ -7,8 +7,8 @@ from collections import defaultdict
 import numpy as np
 import onnx
 
-from ..model import Model, TensorInfo, subgraph_outer_inputs
-from ..protoio import np_dtype
+from ..io.model import Model, TensorInfo, subgraph_outer_inputs
+from ..io.protoio import np_dtype
 from .atoms import AtomTable, Layout
 from .quantized import Dequantized, find_dequantized, subgraph_definitions
 from .shape_values import ShapeValues

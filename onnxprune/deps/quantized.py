@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper
 
-from ..model import Model
-from ..protoio import np_dtype
+from ..io.model import Model
+from ..io.protoio import np_dtype
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 

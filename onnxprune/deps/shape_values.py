@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from ..model import Model, TensorInfo
+from ..io.model import Model, TensorInfo
 
 _NO_SOURCES: frozenset = frozenset()
 

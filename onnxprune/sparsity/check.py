@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxprune.model import Model
-
+from ..io.model import Model
 from .eligibility import find_candidates
 from .pattern import Pattern, to_rows, violations
 
@@ -29,7 +28,7 @@ def pattern_status(array: np.ndarray, axis: int, pattern: Pattern) -> dict[str, 
 
 
 def check_model(model: Model, pattern: Pattern) -> dict[str, Any]:
-    from onnxprune.trt import sparsity_metadata
+    from ..measure.trt import sparsity_metadata
 
     weights = []
     for candidate in find_candidates(model, pattern.group):

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from ..activations import TENSORS_PER_PASS
-from ..calibration import CalibrationData
-from ..capture import capture
+from ..calib.capture import capture
+from ..calib.data import CalibrationData
+from ..calib.statistics import TENSORS_PER_PASS
 from ..errors import UnsupportedModelError
-from ..model import Model
+from ..io.model import Model
 
 # im2col rows folded at once: bounds the memory of big convolutions (rows x C*kh*kw float64).
 ROWS_PER_CHUNK = 1 << 16

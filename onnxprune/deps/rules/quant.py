@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import onnx
 
-from ...protoio import np_dtype
+from ...io.protoio import np_dtype
 from ..builder import SpaceBuilder
 from ..quantized import quantization_axis
 from . import rule

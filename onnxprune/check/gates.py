@@ -24,8 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import InvalidOptionError
 from .compare import OutputStats
-from .errors import InvalidOptionError
 
 DEFAULT_ATOL = 1e-5
 DEFAULT_RTOL = 1e-5

@@ -7,13 +7,13 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .api import PruneOptions, effective_criterion
-from .calibration import load_calibration
-from .errors import InvalidOptionError
-from .files import write_atomic
-from .model import Model
-from .pipeline import Context, run_pipeline
-from .validate import validation_inputs
+from ..api import PruneOptions, effective_criterion
+from ..calib.data import load_calibration
+from ..check.validate import validation_inputs
+from ..errors import InvalidOptionError
+from ..io.files import write_atomic
+from ..io.model import Model
+from ..pipeline import Context, run_pipeline
 
 
 def analyze(source: str | os.PathLike, options: PruneOptions,

@@ -57,9 +57,9 @@ def command(reference, pruned, calib, calib_batch, samples, seed, shapes, val_ra
     be compared included).
     """
     from ..api import write_json
-    from ..gates import Gates
-    from ..inputs import parse_shapes
-    from ..validate import ValidateOptions, parse_val_ranges, run_validation
+    from ..check.gates import Gates
+    from ..check.inputs import parse_shapes
+    from ..check.validate import ValidateOptions, parse_val_ranges, run_validation
 
     check_side_outputs({"--json": json_path}, [reference, pruned])
     gates = Gates.from_options(atol=atol, rtol=rtol, max_mean_abs=max_mean_abs, min_cosine=min_cosine,

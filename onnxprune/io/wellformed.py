@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import onnx
 
-from .errors import InvalidModelError, UnsupportedModelError
+from ..errors import InvalidModelError, UnsupportedModelError
 
 if TYPE_CHECKING:
     from .model import Model

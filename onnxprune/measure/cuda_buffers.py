@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ValidationError
+from ..errors import ValidationError
 
 
 def buffer_backend() -> tuple[str | None, str | None]:

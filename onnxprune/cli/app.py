@@ -8,9 +8,9 @@ import sys
 
 import click
 
-from .commands.common import check_side_outputs
-from .commands.common import progress_log as _progress_log
-from .errors import OnnxPruneError
+from ..errors import OnnxPruneError
+from .common import check_side_outputs
+from .common import progress_log as _progress_log
 
 _DEBUG_ENV = "ONNXPRUNE_DEBUG"
 
@@ -80,9 +80,9 @@ def prune_command(source, target, structured, heads, drop_layers, criterion, spa
                   global_ranking, round_to, exclude,
                   validate, shapes, seed, report_path, html_path, external_data, quiet) -> None:
     """Remove channels from IN and write the smaller model to OUT."""
-    from .api import PruneOptions, prune, write_json
-    from .inputs import parse_shapes
-    from .report import summary
+    from ..api import PruneOptions, prune, write_json
+    from ..check.inputs import parse_shapes
+    from ..report.summary import summary
 
     check_side_outputs({"--report": report_path, "--html": html_path}, [source], produced=[target])
     log = (lambda message: None) if quiet else _progress_log
@@ -98,7 +98,7 @@ def prune_command(source, target, structured, heads, drop_layers, criterion, spa
     if report_path:
         write_json(report, report_path)
     if html_path:
-        from .html_report import write_html
+        from ..report.html import write_html
 
         write_html(report, html_path)
     if not quiet:
@@ -112,9 +112,9 @@ def prune_command(source, target, structured, heads, drop_layers, criterion, spa
 @click.option("--verbose", "-v", is_flag=True, help="List every member and every pin reason.")
 def inspect_command(source, as_json, verbose) -> None:
     """List the channel spaces of IN: size, members, prunable or pinned and why."""
-    from .deps import build_channel_graph
-    from .model import Model
-    from .report import inspect_table
+    from ..deps import build_channel_graph
+    from ..io.model import Model
+    from ..report.summary import inspect_table
 
     graph = build_channel_graph(Model.load(source))
     spaces = [space.to_dict() for space in graph.spaces]
@@ -130,8 +130,8 @@ def inspect_command(source, as_json, verbose) -> None:
 @click.option("--json", "json_path", metavar="PATH", help="Write the curves as JSON.")
 def sensitivity_command(source, calib, criterion, shapes, plot_path, json_path) -> None:
     """Prune each channel space alone at several ratios and measure the output error."""
-    from .api import PruneOptions, write_json
-    from .inputs import parse_shapes
+    from ..api import PruneOptions, write_json
+    from ..check.inputs import parse_shapes
     from .sensitivity import analyze, plot
 
     check_side_outputs({"--json": json_path, "--plot": plot_path}, [source])
@@ -147,7 +147,7 @@ def sensitivity_command(source, calib, criterion, shapes, plot_path, json_path) 
 
 
 def _add_subcommands() -> None:
-    from .commands import bench, check_sparsity, validate
+    from . import bench, check_sparsity, validate
 
     for module in (validate, bench, check_sparsity):
         main.add_command(module.command)

@@ -9,10 +9,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from . import metrics
-from .deps.shape_values import ShapeValues
-from .model import Model
-from .protoio import WeightData
+from ..deps.shape_values import ShapeValues
+from ..io.model import Model
+from ..io.protoio import WeightData
+from . import counts as metrics
 
 
 def folded_light_proto(model: Model, input_shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:

@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import InvalidOptionError
 from . import protoio
-from .errors import InvalidOptionError
 
 if TYPE_CHECKING:
     from .model import Model

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .calibration import CalibrationData
+from ..io.model import Model
 from .capture import capture
-from .model import Model
+from .data import CalibrationData
 
 # Tensors captured per ONNX Runtime pass: bounds the activations held at once on big models.
 TENSORS_PER_PASS = 8

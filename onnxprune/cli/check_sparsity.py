@@ -20,9 +20,10 @@ def command(source, pattern, require, json_path, quiet) -> None:
     `inspect sparsity` does): eligible or not and why, pattern followed or not."""
     from onnxprune.api import write_json
     from onnxprune.errors import InvalidOptionError
-    from onnxprune.model import Model
     from onnxprune.sparsity.check import check_model, table
     from onnxprune.sparsity.pattern import Pattern
+
+    from ..io.model import Model
 
     wanted = Pattern.parse(require or pattern)
     if not wanted.structured:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InvalidOptionError
-from .inputs import InputSpec, random_feeds
+from ..check.inputs import InputSpec, random_feeds
+from ..errors import InvalidOptionError
 
 
 @dataclass

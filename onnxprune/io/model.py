@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..errors import InvalidModelError
 from . import protoio, spill
-from .errors import InvalidModelError
 from .protoio import WeightData
 from .shapes import TensorInfo, collect, onnx_inference, symbolic_inference, unresolved
 from .wellformed import check_opset, check_structure, subgraph_outer_inputs

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from onnxprune import runtime
 from onnxprune.errors import InvalidOptionError, OnnxPruneError, ValidationError
+
+from ..check import runtime
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ def command(models, providers, shapes, runs, warmup, threads, seed, fp16, sparse
             quiet) -> None:
     """Time REF and every MODEL interleaved in one process, per provider; speedups are against REF."""
     from ..api import write_json
-    from ..benchmark import BenchOptions, bench, format_table
-    from ..inputs import parse_shapes
+    from ..check.inputs import parse_shapes
+    from ..measure.bench import BenchOptions, bench, format_table
 
     check_side_outputs({"--json": json_path}, list(models))
     options = BenchOptions(providers=list(providers) or ["cpu"], shapes=parse_shapes(shapes), runs=runs,

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ValidationError
+from ..errors import ValidationError
 
 CHILD = Path(__file__).with_name("_rss_child.py")
 INCLUDES = (

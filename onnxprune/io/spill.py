@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OnnxPruneError
+from ..errors import OnnxPruneError
 
 # One mapping covers this many bytes of the file, so a model with thousands of spilled tensors
 # holds a few file descriptors (each mapping dups one), not one per tensor.

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .files import check_output_path, write_atomic
+from ..io.files import check_output_path, write_atomic
 from .html_parts import fmt_cell, generic_results, key_values, raw_json, section, table
 from .svg_plots import AFTER, BEFORE, REMOVED, Series, esc, fmt_number, hbar_chart, line_chart
 

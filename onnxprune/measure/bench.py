@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from . import latency, memory, runtime, trt
-from .errors import InvalidModelError, InvalidOptionError, ValidationError
-from .files import model_bytes
-from .inputs import random_feeds
-from .model import Model
-from .stats import model_stats
-from .validate import validation_inputs
+from ..check import runtime
+from ..check.inputs import random_feeds
+from ..check.stats import model_stats
+from ..check.validate import validation_inputs
+from ..errors import InvalidModelError, InvalidOptionError, ValidationError
+from ..io.files import model_bytes
+from ..io.model import Model
+from . import latency, memory, trt
 
 PROVIDERS = {"cpu": runtime.CPU, "cuda": runtime.CUDA, "tensorrt": runtime.TENSORRT}
 TRT_PYTHON = "tensorrt-python"  # rows timed with TensorRT's own Python API, not ONNX Runtime

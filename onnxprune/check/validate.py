@@ -11,14 +11,15 @@ import numpy as np
 import onnxruntime as ort
 from onnx import helper
 
-from . import compare, latency, runtime
-from .calibration import load_calibration
+from ..calib.data import load_calibration
+from ..errors import InvalidOptionError, OnnxPruneError, ValidationError
+from ..io.files import model_bytes
+from ..io.model import Model
+from ..measure import latency
+from . import compare, runtime
 from .compare import OutputAccumulator
-from .errors import InvalidOptionError, OnnxPruneError, ValidationError
-from .files import model_bytes
 from .gates import Gates, evaluate, failure_line
 from .inputs import InputSpec, model_input_specs, random_feeds, resolve_shapes
-from .model import Model
 
 
 def validation_inputs(model: Model, shapes: dict[str, tuple[int, ...]], seed: int):

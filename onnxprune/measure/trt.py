@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 import onnx
 
-from . import compare, latency
+from ..check import compare
+from ..check.inputs import model_input_specs, random_feeds, resolve_shapes
+from ..errors import ValidationError
+from ..sparsity import METADATA_KEY as SPARSITY_METADATA_KEY
+from . import latency
 from .cuda_buffers import buffer_backend, make_buffers
-from .errors import ValidationError
-from .inputs import model_input_specs, random_feeds, resolve_shapes
-from .sparsity import METADATA_KEY as SPARSITY_METADATA_KEY
 
 NOT_INSTALLED = "tensorrt is not installed: ONNX Runtime only"
 _MIN_VERSION = (8, 6)  # execute_async_v3 / set_tensor_address / set_input_shape

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import onnx
 
-from .errors import ValidationError
+from ..errors import ValidationError
 from .saving import data_path, refuse_overwriting_sources
 
 if TYPE_CHECKING:

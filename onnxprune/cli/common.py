@@ -21,7 +21,7 @@ def progress_log(message: str) -> None:
 def check_side_outputs(paths: dict[str, str | None], models: list[str], produced: Sequence[str] = ()) -> None:
     """Reports and plots go to writable paths that are neither each other nor any model file involved."""
     from ..api import check_report_path
-    from ..files import check_distinct, model_files
+    from ..io.files import check_distinct, model_files
 
     given = {option: path for option, path in paths.items() if path}
     if not given:

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import InvalidModelError, InvalidOptionError
+from ..errors import InvalidModelError, InvalidOptionError
 
 
 def model_files(path: str | os.PathLike, strict: bool = False) -> set[Path]:

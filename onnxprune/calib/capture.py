@@ -10,8 +10,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from . import runtime
-from .model import Model, subgraph_outer_inputs
+from ..check import runtime
+from ..io.model import Model, subgraph_outer_inputs
 
 
 def _with_outputs(model: Model, tensors: list[str]) -> onnx.ModelProto:

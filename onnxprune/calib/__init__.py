@@ -1,0 +1,1 @@
+"""Calibration data (npz, loader scripts, random), activation capture through ONNX Runtime, statistics."""

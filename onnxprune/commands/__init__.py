@@ -1,1 +1,0 @@
-"""Subcommands other than `prune`, one module each; `onnxprune.cli` registers them."""

@@ -1,0 +1,1 @@
+"""`bench`: interleaved latency per execution provider, peak memory, TensorRT engines."""
