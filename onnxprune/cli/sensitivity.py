@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import click
+
 from ..api import PruneOptions, effective_criterion
 from ..calib.data import load_calibration
 from ..check.validate import validation_inputs
@@ -14,6 +16,7 @@ from ..errors import InvalidOptionError
 from ..io.files import write_atomic
 from ..io.model import Model
 from ..pipeline import Context, run_pipeline
+from .common import check_side_outputs, progress_log
 
 
 def analyze(source: str | os.PathLike, options: PruneOptions,
@@ -60,3 +63,27 @@ def plot(result: dict[str, Any], path: str | os.PathLike) -> None:
     figure.savefig(buffer, format="png", dpi=120)
     plt.close(figure)
     write_atomic(path, buffer.getvalue())
+
+
+@click.command("sensitivity")
+@click.argument("source", metavar="IN")
+@click.option("--calib", metavar="DATA", help="Calibration inputs (.npz or a .py with load_data()).")
+@click.option("--criterion", default=None, help="Score that picks the channels to drop at each ratio.")
+@click.option("--shapes", multiple=True, metavar="NAME:DIMS", help="Shapes for symbolic dims.")
+@click.option("--plot", "plot_path", metavar="PNG", help="Write the curves as a plot.")
+@click.option("--json", "json_path", metavar="PATH", help="Write the curves as JSON.")
+def command(source, calib, criterion, shapes, plot_path, json_path) -> None:
+    """Prune each channel space alone at several ratios and measure the output error."""
+    from ..api import write_json
+    from ..check.inputs import parse_shapes
+
+    check_side_outputs({"--json": json_path, "--plot": plot_path}, [source])
+    result = analyze(source, PruneOptions(criterion=criterion, calib=calib, shapes=parse_shapes(shapes)),
+                     log=progress_log)
+    for curve in result["curves"]:
+        points = ", ".join(f"{r:.1f}:{e:.2g}" for r, e in zip(curve["ratios"], curve["errors"]))
+        click.echo(f"[{curve['space']:>3}] {curve['label'][:60]:60} {points}")
+    if json_path:
+        write_json(result, json_path)
+    if plot_path:
+        plot(result, plot_path)
