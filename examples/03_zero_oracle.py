@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from onnxprune import Model, PruneOptions, build_channel_graph, prune
+from onnxprune.io.saving import save_model
 
 ROOT = Path(__file__).resolve().parent.parent
 model = Model.load(ROOT / "models" / "zoo" / "yolo_tiny.onnx")
@@ -27,7 +28,7 @@ for (tensor, axis), indices in graph.removal(plan).items():
 
 with tempfile.TemporaryDirectory() as folder:
     zeroed, pruned = Path(folder) / "zeroed.onnx", Path(folder) / "pruned.onnx"
-    model.save(zeroed)
+    save_model(model, zeroed)
     prune(zeroed, pruned, PruneOptions(structured=0.4, validate=False))
     feed = {"input": rng.standard_normal((1, 3, 64, 64)).astype(np.float32)}
     expected = ort.InferenceSession(str(zeroed)).run(None, feed)

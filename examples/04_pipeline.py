@@ -10,6 +10,7 @@ from pathlib import Path
 from onnxprune.passes import ChannelBudget, Magnitude, RemoveChannels
 
 from onnxprune import Model
+from onnxprune.io.saving import save_model
 from onnxprune.pipeline import Context, run_pipeline
 from onnxprune.plan import Budget
 
@@ -20,4 +21,4 @@ context = Context(model, options={"exclude": [first_conv]})
 budget = Budget(ratio=0.3, global_ranking=True, round_to=8)
 run_pipeline([Magnitude(p=2), ChannelBudget(budget), RemoveChannels()], context)
 print(f"removed {context.report['channels_removed']} channels; '{first_conv}' left alone")
-model.save(sys.argv[1] if len(sys.argv) > 1 else "yolo_tiny_pipeline.onnx")
+save_model(model, sys.argv[1] if len(sys.argv) > 1 else "yolo_tiny_pipeline.onnx")

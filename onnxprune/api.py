@@ -17,6 +17,7 @@ from .errors import InvalidModelError, InvalidOptionError
 from .io import staging
 from .io.files import check_output_path, write_atomic
 from .io.model import Model
+from .io.saving import save_model
 from .pipeline import Context, Pass, run_pipeline
 from .plan import Budget
 
@@ -208,7 +209,7 @@ def _write_checked(model: Model, source: Path, target: Path, options: PruneOptio
     if note:
         report.setdefault("notes", []).append(note)
     with staging.staging(target) as staged:
-        model.save(staged, external_data=options.external_data)
+        save_model(model, staged, external_data=options.external_data)
         if options.validate:
             log("validating in ONNX Runtime")
             report["validation"] = compare_models(source, staged, specs, shapes, options.seed,

@@ -25,6 +25,7 @@ from oracle import check_valid, choose_channels, max_relative_error, random_feed
 
 from onnxprune import Model, PruneOptions, build_channel_graph, prune
 from onnxprune.errors import OnnxPruneError
+from onnxprune.io.saving import save_model
 from onnxprune.pipeline import Context
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -61,7 +62,7 @@ def apply_plan(proto: onnx.ModelProto, plan: dict[int, np.ndarray], target: Path
     context = Context(model)
     context.plan = {space: np.asarray(indices) for space, indices in plan.items()}
     RemoveChannels().run(context)
-    return model.save(target)
+    return save_model(model, target)
 
 
 def oracle(proto: onnx.ModelProto, tmp_path: Path, tolerance: float = 1e-5, through_prune: bool = True) -> None:
@@ -71,7 +72,7 @@ def oracle(proto: onnx.ModelProto, tmp_path: Path, tolerance: float = 1e-5, thro
         plan = choose_channels(model, ratio, seed)
         assert plan, "nothing was prunable"
         zero_channels(model, plan)
-        zeroed = model.save(tmp_path / f"zeroed{index}.onnx")
+        zeroed = save_model(model, tmp_path / f"zeroed{index}.onnx")
         direct = apply_plan(model.to_proto(), plan, tmp_path / f"direct{index}.onnx")
         check_valid(direct)
         compare(zeroed, direct, model, tolerance, tmp_path)
@@ -248,7 +249,7 @@ def test_constant_node_weights(tmp_path):
     model = Model.from_proto(proto)
     plan = choose_channels(model, 0.4, 0)
     zero_channels(model, plan)
-    zeroed = model.save(tmp_path / "zeroed.onnx")
+    zeroed = save_model(model, tmp_path / "zeroed.onnx")
     source = save(constants_model(model.to_proto()), tmp_path / "constants.onnx")
     assert not onnx.load(source).graph.initializer
     out = tmp_path / "out.onnx"

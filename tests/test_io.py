@@ -19,6 +19,7 @@ from tiny import INPUT_SHAPE, tiny_model, tiny_weights
 import onnxprune
 from onnxprune import InvalidModelError, Model, OnnxPruneError, PruneOptions, UnsupportedModelError
 from onnxprune.io import protoio
+from onnxprune.io.saving import save_model
 
 
 def save_inline(path: Path, **kwargs) -> Path:
@@ -79,7 +80,7 @@ def test_round_trip_keeps_nodes_weights_and_outputs(tmp_path: Path) -> None:
     source = save_inline(tmp_path / "in.onnx")
     model = Model.load(source)
     assert not model.had_external_data
-    out = model.save(tmp_path / "out.onnx")
+    out = save_model(model, tmp_path / "out.onnx")
     assert out == tmp_path / "out.onnx"
 
     original, saved = onnx.load(str(source)), onnx.load(str(out))
@@ -96,21 +97,21 @@ def test_round_trip_keeps_nodes_weights_and_outputs(tmp_path: Path) -> None:
 
 def test_save_is_deterministic_and_idempotent(tmp_path: Path) -> None:
     model = Model.load(save_inline(tmp_path / "in.onnx"))
-    first = model.save(tmp_path / "a.onnx").read_bytes()
-    second = model.save(tmp_path / "a.onnx").read_bytes()
+    first = save_model(model, tmp_path / "a.onnx").read_bytes()
+    second = save_model(model, tmp_path / "a.onnx").read_bytes()
     assert first == second
     # Same bytes whatever the file name, and loading a saved model then saving it changes nothing.
-    assert model.save(tmp_path / "b.onnx").read_bytes() == first
-    assert Model.load(tmp_path / "a.onnx").save(tmp_path / "c.onnx").read_bytes() == first
+    assert save_model(model, tmp_path / "b.onnx").read_bytes() == first
+    assert save_model(Model.load(tmp_path / "a.onnx"), tmp_path / "c.onnx").read_bytes() == first
 
 
 def test_external_save_is_deterministic(tmp_path: Path) -> None:
     model = Model.load(save_external(tmp_path / "in.onnx"))
     out = tmp_path / "out.onnx"
     data = tmp_path / "out.onnx.data"
-    model.save(out)
+    save_model(model, out)
     first = out.read_bytes(), data.read_bytes()
-    model.save(out)
+    save_model(model, out)
     assert (out.read_bytes(), data.read_bytes()) == first
 
 
@@ -126,7 +127,7 @@ def test_external_data_model_loads_and_keeps_layout(tmp_path: Path) -> None:
     source = save_external(tmp_path / "in.onnx")
     model = Model.load(source)
     assert model.had_external_data
-    out = model.save(tmp_path / "out.onnx")
+    out = save_model(model, tmp_path / "out.onnx")
     assert (tmp_path / "out.onnx.data").is_file()
     assert external_files(out) == {"out.onnx.data"}
     check_full(out)
@@ -143,7 +144,7 @@ def test_external_data_flag_forces_layout(tmp_path: Path, source_layout: str, ex
     source_dir.mkdir()
     save = save_external if source_layout == "external" else save_inline
     model = Model.load(save(source_dir / "in.onnx"))
-    out = model.save(tmp_path / "out.onnx", external_data=external_data)
+    out = save_model(model, tmp_path / "out.onnx", external_data=external_data)
     data = tmp_path / "out.onnx.data"
     if external_data:
         assert data.is_file() and data.stat().st_size > 0
@@ -161,7 +162,7 @@ def test_external_data_in_subfolder_and_relative_path(tmp_path: Path, monkeypatc
     save_external(tmp_path / "m" / "model.onnx", location="weights.bin")
     monkeypatch.chdir(tmp_path / "m")
     model = Model.load("model.onnx")
-    out = model.save("copy.onnx")
+    out = save_model(model, "copy.onnx")
     assert (tmp_path / "m" / "copy.onnx.data").is_file()
     check_full(tmp_path / "m" / out)
     np.testing.assert_array_equal(run(tmp_path / "m" / "copy.onnx"), REFERENCE)
@@ -176,7 +177,7 @@ def test_external_data_symlink_inside_folder_is_fine(tmp_path: Path) -> None:
                 entry.value = "link.data"
     onnx.save(proto, str(source))
     (tmp_path / "link.data").symlink_to("real.data")
-    out = Model.load(source).save(tmp_path / "out.onnx")
+    out = save_model(Model.load(source), tmp_path / "out.onnx")
     np.testing.assert_array_equal(run(out), REFERENCE)
 
 
@@ -188,7 +189,7 @@ def test_constant_weights_are_lifted_to_initializers(tmp_path: Path) -> None:
     model = Model.load(source)
     assert not [node for node in model.graph.node if node.op_type == "Constant"]
     assert set(tiny_weights()) <= set(model.weights)
-    out = model.save(tmp_path / "out.onnx")
+    out = save_model(model, tmp_path / "out.onnx")
     saved = onnx.load(str(out))
     assert not [node for node in saved.graph.node if node.op_type == "Constant"]
     assert_same_weights(initializers(out), tiny_weights())
@@ -205,7 +206,7 @@ def test_supported_opsets_round_trip(tmp_path: Path, opset: int) -> None:
     source = save_inline(tmp_path / "in.onnx", opset=opset)
     model = Model.load(source)
     assert model.opset == opset
-    out = model.save(tmp_path / "out.onnx")
+    out = save_model(model, tmp_path / "out.onnx")
     check_full(out)
     assert onnx.load(str(out)).opset_import[0].version == opset
     np.testing.assert_array_equal(run(out), run(source))
@@ -263,7 +264,7 @@ def test_failed_save_leaves_folder_untouched(tmp_path: Path, monkeypatch: pytest
     before = listing(tmp_path)
     monkeypatch.setattr(protoio, "write_model", _failing_writer(protoio.write_model, complete))
     with pytest.raises(_Boom):
-        model.save(target, external_data=external_data)
+        save_model(model, target, external_data=external_data)
     assert listing(tmp_path) == before  # no temp file, target and its data untouched
 
 
@@ -277,7 +278,7 @@ def test_save_replaces_symlink_not_its_target(tmp_path: Path) -> None:
     target.symlink_to(victims / "victim.onnx")
     (tmp_path / "out.onnx.data").symlink_to(victims / "victim.data")
 
-    model.save(target, external_data=True)
+    save_model(model, target, external_data=True)
     assert not target.is_symlink() and target.is_file()
     assert not (tmp_path / "out.onnx.data").is_symlink()
     assert (victims / "victim.onnx").read_bytes() == b"do not touch"
@@ -290,7 +291,7 @@ def test_save_over_dangling_symlink(tmp_path: Path) -> None:
     model = Model.load(save_inline(tmp_path / "in.onnx"))
     target = tmp_path / "out.onnx"
     target.symlink_to(tmp_path / "nowhere" / "x.onnx")
-    model.save(target)
+    save_model(model, target)
     assert not target.is_symlink()
     assert not (tmp_path / "nowhere").exists()
     np.testing.assert_array_equal(run(target), REFERENCE)
@@ -302,9 +303,9 @@ def test_save_refuses_the_source_and_missing_folders(tmp_path: Path) -> None:
     before = source.read_bytes()
     (tmp_path / "sub").mkdir()
     with pytest.raises(OnnxPruneError, match="input model"):
-        model.save(tmp_path / "sub" / ".." / "in.onnx")
+        save_model(model, tmp_path / "sub" / ".." / "in.onnx")
     with pytest.raises(OnnxPruneError, match="does not exist"):
-        model.save(tmp_path / "missing" / "out.onnx")
+        save_model(model, tmp_path / "missing" / "out.onnx")
     assert source.read_bytes() == before
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["in.onnx", "sub"]
 
@@ -609,7 +610,7 @@ def test_prune_external_data_model(tmp_path: Path) -> None:
     assert report["after"]["weight_bytes"] <= report["before"]["weight_bytes"]
     assert [o["ok"] for o in report["validation"]["outputs"]] == [True]
     # Saved output loads again and round-trips.
-    again = Model.load(out).save(tmp_path / "again.onnx", external_data=False)
+    again = save_model(Model.load(out), tmp_path / "again.onnx", external_data=False)
     np.testing.assert_array_equal(run(again), result)
 
 

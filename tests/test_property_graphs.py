@@ -36,6 +36,7 @@ from random_graphs import Built, Recipe, build, recipes, residual_recipes
 from onnxprune import Model, PruneOptions, build_channel_graph, prune
 from onnxprune.api import write_json
 from onnxprune.errors import InvalidOptionError
+from onnxprune.io.saving import save_model
 
 # ONNXPRUNE_PROPERTY_SCALE=N runs N times the examples with fresh randomness (a local bug hunt); CI uses 1.
 SCALE = int(os.environ.get("ONNXPRUNE_PROPERTY_SCALE", "1"))
@@ -60,7 +61,7 @@ def zero_oracle(recipe: Recipe, folder: Path, ratio: float | None, seed: int, gl
     plan = choose_channels(model, ratio, seed)
     zero_channels(model, plan)
     zeroed, out = folder / "zeroed.onnx", folder / "pruned.onnx"
-    model.save(zeroed)
+    save_model(model, zeroed)
     # Channel and head spaces have budgets of their own (--structured, --heads).
     budgets = {"channels": ratio or 0.0, "heads": ratio or 0.0}
     if global_ranking or ratio is None:
@@ -238,7 +239,7 @@ def test_drop_layers_removes_a_dead_block_exactly(recipe, which):
         model.set_weight(name, np.zeros_like(model.weight(name)))
     with tempfile.TemporaryDirectory() as folder:
         zeroed, out = Path(folder) / "zeroed.onnx", Path(folder) / "dropped.onnx"
-        model.save(zeroed)
+        save_model(model, zeroed)
         report = prune(zeroed, out, PruneOptions(drop_layers=1, validate=False, samples=2))
         assert report["layers"]["removed"] == [add]
         check_valid(out)
@@ -308,7 +309,7 @@ def _save(recipe: Recipe, folder: Path, dead_block: int | None = None) -> tuple[
         for name in built.residuals[dead_block][1]:
             model.set_weight(name, np.zeros_like(model.weight(name)))
     path = folder / "source.onnx"
-    model.save(path)
+    save_model(model, path)
     return path, built
 
 

@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from oracle import check_valid, choose_channels, max_relative_error, random_feed, run, zero_channels
 
 from onnxprune import ChannelGraph, ChannelSpace, Model, PruneOptions, build_channel_graph, prune
+from onnxprune.io.saving import save_model
 
 # ---------------------------------------------------------------------------------------- helpers
 
@@ -82,7 +83,7 @@ def zero_oracle(proto: onnx.ModelProto, tmp_path: Path, expect_pruned: bool = Tr
         plan = choose_channels(model, plan_ratio, seed)
         zero_channels(model, plan)
         zeroed, out = tmp_path / f"zeroed{index}.onnx", tmp_path / f"pruned{index}.onnx"
-        model.save(zeroed)
+        save_model(model, zeroed)
         ratio = plan_ratio
         if global_ranking:
             total = sum(space.size for space in build_channel_graph(model).prunable)

@@ -10,6 +10,7 @@ from onnxprune.passes.layers import find_blocks
 from oracle import check_valid, max_relative_error, random_feed, run, zero_channels
 
 from onnxprune import Model, PruneOptions, build_channel_graph, prune
+from onnxprune.io.saving import save_model
 
 TRANSFORMERS = ("bert", "gpt", "gpt2")
 EXPORTERS = ("torchscript", "dynamo")
@@ -48,7 +49,7 @@ def test_zero_oracle_heads_and_ffn(zoo, tmp_path, name, exporter, kind):
     assert plan
     zero_channels(model, plan)
     zeroed = tmp_path / "zeroed.onnx"
-    model.save(zeroed)
+    save_model(model, zeroed)
     options = PruneOptions(heads=0.5, validate=False) if kind == "heads" else PruneOptions(structured=0.5,
                                                                                               validate=False)
     out = tmp_path / "pruned.onnx"
@@ -96,7 +97,7 @@ def test_zeroed_residual_branch_is_the_block_removed(zoo, tmp_path, name, export
             break
         node = model.producer(next(i for i in node.input if i and not model.is_weight(i)))
     zeroed = tmp_path / "zeroed.onnx"
-    model.save(zeroed)
+    save_model(model, zeroed)
     out = tmp_path / "dropped.onnx"
     report = prune(zeroed, out, PruneOptions(drop_layers=1, validate=False))
     assert report["layers"]["removed"] == [target.add]

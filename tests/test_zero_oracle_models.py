@@ -9,6 +9,7 @@ from oracle import check_valid, choose_channels, max_relative_error, random_feed
 
 import models
 from onnxprune import Model, PruneOptions, build_channel_graph, prune
+from onnxprune.io.saving import save_model
 
 CASES = [(name, exporter) for name in models.NAMES for exporter in models.EXPORTERS]
 CONV_NETS = ("resnet", "mobile", "yolo")
@@ -20,7 +21,7 @@ def _prune_zeroed(path, tmp_path, plan_ratio, seed, global_ranking, criterion="l
     assert plan, "the model must have prunable channel spaces"
     zero_channels(model, plan)
     zeroed = tmp_path / "zeroed.onnx"
-    model.save(zeroed)
+    save_model(model, zeroed)
     ratio = plan_ratio
     if global_ranking:
         total = sum(space.size for space in build_channel_graph(model).prunable)

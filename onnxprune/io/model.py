@@ -56,7 +56,7 @@ class Model:
         model._maps = loaded.maps
         check_opset(model.opset, any_opset)
         model.lift_constants()
-        check_structure(model)
+        check_structure(model.graph, model.weights, model.opset)
         return model
 
     @classmethod
@@ -81,7 +81,7 @@ class Model:
         model = cls(proto_copy, weights)
         check_opset(model.opset)
         model.lift_constants()
-        check_structure(model)
+        check_structure(model.graph, model.weights, model.opset)
         return model
 
     def copy(self) -> Model:
@@ -329,12 +329,6 @@ class Model:
             data = weight.array if weight.array is not None else weight.opaque
             total += data.nbytes if data is not None else 0
         return total
-
-    def save(self, path: str | os.PathLike, external_data: bool | None = None) -> Path:
-        """Write atomically (see saving.save_model); the input file is never touched."""
-        from .saving import save_model
-
-        return save_model(self, Path(path), external_data)
 
     def release_pages(self) -> None:
         """Let the input's pages read so far leave this process's RSS (they are read back on use).

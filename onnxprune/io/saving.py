@@ -18,12 +18,13 @@ if TYPE_CHECKING:
 EXTERNAL_DATA_THRESHOLD = 1_900_000_000
 
 
-def save_model(model: Model, path: Path, external_data: bool | None = None) -> Path:
-    """Write atomically: a temporary file beside the target, then a rename.
+def save_model(model: Model, path: str | os.PathLike, external_data: bool | None = None) -> Path:
+    """Write atomically: a temporary file beside the target, then a rename. The input file is never touched.
 
     external_data None keeps the input's layout, and switches to external data when the model would
     not fit protobuf's 2 GiB limit.
     """
+    path = Path(path)
     if model.source is not None and path.exists() and _same_file(path, model.source):
         raise InvalidOptionError(f"output '{path}' is the input model; choose another output path")
     refuse_overwriting_sources(model, path, None)

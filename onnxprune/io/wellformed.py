@@ -3,14 +3,11 @@ so every command refuses a broken file the same way, with one line naming the no
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Collection
 
 import onnx
 
 from ..errors import InvalidModelError, UnsupportedModelError
-
-if TYPE_CHECKING:
-    from .model import Model
 
 MIN_OPSET, MAX_OPSET = 11, 23
 
@@ -46,37 +43,37 @@ def check_opset(version: int | None, any_opset: bool = False) -> None:
         )
 
 
-def check_structure(model: Model) -> None:
-    """Every input defined before use, no name produced twice: catches cycles and dangling edges."""
-    defined = set(model.weights) | {t.name for t in model.graph.input}
-    defined |= {t.values.name for t in model.graph.sparse_initializer}
+def check_structure(graph: onnx.GraphProto, weights: Collection[str], opset: int) -> None:
+    """Every input defined before use, no name produced twice: catches cycles and dangling edges.
+    Takes the graph, not the Model, so that the Model depends on these checks and not the reverse."""
+    defined = set(weights) | {t.name for t in graph.input}
+    defined |= {t.values.name for t in graph.sparse_initializer}
     produced: set[str] = set()
-    for node in model.graph.node:
+    for node in graph.node:
         label = node.name or node.op_type
         for name in list(node.input) + sorted(subgraph_outer_inputs(node)):
             if name and name not in defined:
-                later = any(name in other.output for other in model.graph.node)
+                later = any(name in other.output for other in graph.node)
                 problem = "is used before it is produced (cycle or unsorted graph)" if later else (
                     "is never produced")
                 raise InvalidModelError(f"node '{label}' input '{name}' {problem}")
         for name in node.output:
             if not name:
                 continue
-            if name in produced or name in model.weights:
+            if name in produced or name in weights:
                 raise InvalidModelError(f"tensor '{name}' is produced twice (node '{label}')")
             produced.add(name)
             defined.add(name)
-    for output in model.graph.output:
+    for output in graph.output:
         if output.name not in defined:
             raise InvalidModelError(f"graph output '{output.name}' is never produced")
-    check_operators(model)
+    check_operators(graph, opset)
 
 
-def check_operators(model: Model) -> None:
+def check_operators(graph: onnx.GraphProto, version: int) -> None:
     """A default-domain op that ONNX does not define at the model's opset is a broken (or misspelled)
     node: no runtime can load it, so refuse it here rather than pin it and write a broken model."""
-    version = model.opset
-    for node in model.graph.node:
+    for node in graph.node:
         if node.domain not in ("", "ai.onnx"):
             continue
         try:
