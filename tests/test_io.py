@@ -1,4 +1,4 @@
-"""Model.load / Model.save and the streaming protobuf reader/writer (onnxprune.protoio).
+"""Model.load, save_model and the streaming protobuf reader/writer (onnxprune.io.protoio, protowrite).
 
 Every model here is built with onnx.helper: Conv-BN-Relu-Conv, then GlobalAveragePool, Flatten, Gemm.
 """
@@ -18,7 +18,7 @@ from tiny import INPUT_SHAPE, tiny_model, tiny_weights
 
 import onnxprune
 from onnxprune import InvalidModelError, Model, OnnxPruneError, PruneOptions, UnsupportedModelError
-from onnxprune.io import protoio
+from onnxprune.io import protowrite
 from onnxprune.io.saving import save_model
 
 
@@ -262,7 +262,7 @@ def test_failed_save_leaves_folder_untouched(tmp_path: Path, monkeypatch: pytest
         target.write_bytes(b"previous model")
         (out_dir / "model.onnx.data").write_bytes(b"previous data")
     before = listing(tmp_path)
-    monkeypatch.setattr(protoio, "write_model", _failing_writer(protoio.write_model, complete))
+    monkeypatch.setattr(protowrite, "write_model", _failing_writer(protowrite.write_model, complete))
     with pytest.raises(_Boom):
         save_model(model, target, external_data=external_data)
     assert listing(tmp_path) == before  # no temp file, target and its data untouched

@@ -18,6 +18,7 @@ import pytest
 
 import onnxprune
 from bench.synthetic import make_stack
+from onnxprune import api as api_module
 from onnxprune.check import validate
 from onnxprune.io import spill
 from onnxprune.io.model import Model
@@ -98,14 +99,14 @@ def _prune_capturing_spill(source: Path, target: Path, monkeypatch, budget: int)
     """Prune with `budget` bytes of changed weights held in memory; returns the bytes spilled."""
     monkeypatch.setattr(spill, "DEFAULT_BUDGET", budget)
     seen = {}
-    original_save = Model.save
+    original_save = api_module.save_model
 
     def save(model, *args, **kwargs):
         seen["spilled"] = model.held.spilled_bytes
         assert model.held.held_bytes <= budget
         return original_save(model, *args, **kwargs)
 
-    monkeypatch.setattr(Model, "save", save)
+    monkeypatch.setattr(api_module, "save_model", save)
     onnxprune.prune(source, target, onnxprune.PruneOptions(structured=0.4, validate=False))
     monkeypatch.undo()
     return seen["spilled"]

@@ -104,12 +104,12 @@ def test_model_onnxruntime_cannot_load_needs_no_validate(folder, monkeypatch, ca
 def test_disk_full_while_writing_is_one_line_and_leaves_nothing(folder, monkeypatch, capsys):
     import errno
 
-    from onnxprune.io import protoio
+    from onnxprune.io import protowrite
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(protoio, "write_model", full)
+    monkeypatch.setattr(protowrite, "write_model", full)
     before = listing(folder)
     code, _, err = run_cli(["ext.onnx", "out.onnx", "--structured", "0.4", "-q"], folder, monkeypatch, capsys)
     assert code == 2 and err.splitlines() == ["onnxprune: error: cannot read or write: No space left on device"], err

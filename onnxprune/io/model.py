@@ -12,7 +12,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import InvalidModelError
-from . import protoio, spill
+from . import protoio, protowrite, spill
 from .protoio import WeightData
 from .shapes import TensorInfo, collect, onnx_inference, symbolic_inference, unresolved
 from .wellformed import check_opset, check_structure, subgraph_outer_inputs
@@ -71,7 +71,7 @@ class Model:
             weight = WeightData(TensorProto())
             weight.header.CopyFrom(tensor)
             weight.header.ClearField("raw_data")
-            protoio._clear_typed_data(weight.header)
+            protoio.clear_typed_data(weight.header)
             if protoio.np_dtype(tensor.data_type) is not None:
                 weight.array = numpy_helper.to_array(tensor)
             else:
@@ -357,7 +357,7 @@ class Model:
             if weight.array is not None:
                 del tensor.dims[:]
                 tensor.dims.extend(weight.array.shape)
-                tensor.raw_data = protoio._contiguous_le(weight.array).tobytes()
+                tensor.raw_data = protowrite.contiguous_le(weight.array).tobytes()
             elif weight.opaque is not None:
                 tensor.raw_data = weight.opaque.tobytes()
             proto.graph.initializer.append(tensor)

@@ -1,4 +1,4 @@
-"""Reading and writing ONNX files without holding every weight in the protobuf object.
+"""Reading ONNX files without holding every weight in the protobuf object.
 
 `onnx.load` parses the whole file, so a model costs its size twice (file bytes and protobuf), and
 `onnx.save` serializes it once more. We instead scan the protobuf wire format: the graph is parsed
@@ -17,74 +17,14 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import InvalidModelError
-
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
-_MODEL_GRAPH = 7
-_GRAPH_INITIALIZER = 5
-_TENSOR_RAW_DATA = 9
-_PROTOBUF_LIMIT = 2**31 - 1
-
-
-def _read_varint(buf, pos: int, end: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= end or shift > 63:
-            raise ValueError("truncated varint")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _fields(buf, start: int, end: int):
-    """Yield (field_number, wire_type, field_start, value_start, value_end) for one message."""
-    pos = start
-    while pos < end:
-        field_start = pos
-        key, pos = _read_varint(buf, pos, end)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise ValueError("field number 0")
-        if wire == _VARINT:
-            _, value_end = _read_varint(buf, pos, end)
-        elif wire == _I64:
-            value_end = pos + 8
-        elif wire == _I32:
-            value_end = pos + 4
-        elif wire == _LEN:
-            length, pos = _read_varint(buf, pos, end)
-            value_end = pos + length
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        if value_end > end:
-            raise ValueError("field runs past the end of its message")
-        yield number, wire, field_start, pos, value_end
-        pos = value_end
-
-
-def _len_field(number: int, payload_len: int) -> bytes:
-    return _encode_varint((number << 3) | _LEN) + _encode_varint(payload_len)
+from . import wire
 
 
 @dataclass
@@ -268,8 +208,8 @@ def read_model(path: str | os.PathLike) -> LoadedModel:
 def _parse(buf: mmap.mmap, size: int, path: Path) -> LoadedModel:
     model_rest = bytearray()
     graph_range = None
-    for number, wire, field_start, start, end in _fields(buf, 0, size):
-        if number == _MODEL_GRAPH and wire == _LEN:
+    for number, wire_type, field_start, start, end in wire.fields(buf, 0, size):
+        if number == wire.MODEL_GRAPH and wire_type == wire.LEN:
             if graph_range is not None:
                 raise ValueError("two graph fields")
             graph_range = (start, end)
@@ -280,8 +220,8 @@ def _parse(buf: mmap.mmap, size: int, path: Path) -> LoadedModel:
 
     graph_rest = bytearray()
     tensor_ranges = []
-    for number, wire, field_start, start, end in _fields(buf, *graph_range):
-        if number == _GRAPH_INITIALIZER and wire == _LEN:
+    for number, wire_type, field_start, start, end in wire.fields(buf, *graph_range):
+        if number == wire.GRAPH_INITIALIZER and wire_type == wire.LEN:
             tensor_ranges.append((start, end))
         else:
             graph_rest += buf[field_start:end]
@@ -303,8 +243,8 @@ def _parse(buf: mmap.mmap, size: int, path: Path) -> LoadedModel:
     for start, end in tensor_ranges:
         header_bytes = bytearray()
         raw = None
-        for number, wire, field_start, vstart, vend in _fields(buf, start, end):
-            if number == _TENSOR_RAW_DATA and wire == _LEN:
+        for number, wire_type, field_start, vstart, vend in wire.fields(buf, start, end):
+            if number == wire.TENSOR_RAW_DATA and wire_type == wire.LEN:
                 raw = (vstart, vend - vstart)
             else:
                 header_bytes += buf[field_start:vend]
@@ -334,148 +274,11 @@ def _parse(buf: mmap.mmap, size: int, path: Path) -> LoadedModel:
                 weight.array = numpy_helper.to_array(header)
             except Exception as exc:
                 raise InvalidModelError(f"initializer '{header.name}' cannot be read: {exc}") from None
-            _clear_typed_data(header)
+            clear_typed_data(header)
         weights.append(weight)
     return LoadedModel(proto, weights, had_external, [buf, *maps.values()])
 
 
-def _clear_typed_data(header: TensorProto) -> None:
+def clear_typed_data(header: TensorProto) -> None:
     for typed in ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data"):
         header.ClearField(typed)
-
-
-# ---------------------------------------------------------------- writing
-
-
-def _tensor_payload(weight: WeightData) -> tuple[bytes, np.ndarray | None]:
-    """Serialized header plus the array whose bytes become raw_data (None: the header holds the data)."""
-    header = TensorProto()
-    header.CopyFrom(weight.header)
-    array = weight.array if weight.array is not None else weight.opaque
-    if array is None:
-        return header.SerializeToString(), None
-    if weight.array is not None:
-        del header.dims[:]
-        header.dims.extend(array.shape)
-    return header.SerializeToString(), array
-
-
-def _contiguous_le(array: np.ndarray) -> np.ndarray:
-    if array.dtype.byteorder == ">":
-        array = array.astype(array.dtype.newbyteorder("<"))
-    return np.ascontiguousarray(array)
-
-
-class _Copier:
-    """Writes arrays, copying bytes that are unchanged since loading straight from file to file."""
-
-    def __init__(self) -> None:
-        self._sources: dict[str, int] = {}
-
-    def write(self, out: BinaryIO, array: np.ndarray, source: tuple[str | Any, int] | None) -> None:
-        if not array.nbytes:
-            return
-        if source is not None and hasattr(os, "copy_file_range"):
-            out.flush()
-            if not isinstance(source[0], str):
-                src = source[0].fileno()  # a spill file: open already, and owned by its Model
-            else:
-                if source[0] not in self._sources:
-                    self._sources[source[0]] = os.open(source[0], os.O_RDONLY)
-                src = self._sources[source[0]]
-            offset, left = source[1], array.nbytes
-            try:
-                while left:
-                    done = os.copy_file_range(src, out.fileno(), left, offset)
-                    if done <= 0:
-                        raise OSError("copy_file_range made no progress")
-                    offset += done
-                    left -= done
-                out.seek(0, os.SEEK_END)
-                return
-            except OSError:
-                # Filesystems without copy_file_range: fall back to an ordinary write of what is left.
-                out.seek(0, os.SEEK_END)
-                array = array.reshape(-1).view(np.uint8)[array.nbytes - left:]
-        data = _contiguous_le(array)
-        # Bytes view: memoryview cannot export ml_dtypes types (bfloat16, float8) directly.
-        out.write(memoryview(data.reshape(-1).view(np.uint8)))
-
-    def close(self) -> None:
-        for fd in self._sources.values():
-            os.close(fd)
-        self._sources.clear()
-
-
-def write_model(
-    proto: onnx.ModelProto,
-    weights: Iterable[WeightData],
-    out: BinaryIO,
-    *,
-    external: tuple[BinaryIO, str] | None = None,
-    external_threshold: int = 1024,
-    align: int = 4096,
-) -> int:
-    """Write `proto` (whose graph has no initializers) followed by `weights`.
-
-    With `external=(data_file, location)`, initializers of at least `external_threshold` bytes go to
-    `data_file`, referenced by `location` relative to the model file. Returns the bytes written there.
-    """
-    entries = []  # (header_bytes, array or None, raw_inline)
-    data_offset = 0
-    for weight in weights:
-        header_bytes, array = _tensor_payload(weight)
-        if array is not None and external is not None and array.nbytes >= external_threshold:
-            data_offset = -(-data_offset // align) * align
-            header = TensorProto()
-            header.ParseFromString(header_bytes)
-            header.data_location = TensorProto.EXTERNAL
-            for key, value in (("location", external[1]), ("offset", str(data_offset)), ("length", str(array.nbytes))):
-                entry = header.external_data.add()
-                entry.key, entry.value = key, value
-            entries.append((header.SerializeToString(), array, False, data_offset, weight.unchanged_source()))
-            data_offset += array.nbytes
-        else:
-            entries.append((header_bytes, array, True, None, weight.unchanged_source()))
-
-    tensor_lengths = []
-    for header_bytes, array, inline, _, _ in entries:
-        length = len(header_bytes)
-        if array is not None and inline:
-            length += len(_len_field(_TENSOR_RAW_DATA, array.nbytes)) + array.nbytes
-        tensor_lengths.append(length)
-    graph_bytes = proto.graph.SerializeToString()
-    graph_len = len(graph_bytes) + sum(len(_len_field(_GRAPH_INITIALIZER, n)) + n for n in tensor_lengths)
-    shell = onnx.ModelProto()
-    shell.CopyFrom(proto)
-    shell.ClearField("graph")
-    shell_bytes = shell.SerializeToString()
-    total = len(shell_bytes) + len(_len_field(_MODEL_GRAPH, graph_len)) + graph_len
-    if total > _PROTOBUF_LIMIT:
-        raise InvalidModelError(
-            f"the model would be {total / 2**30:.2f} GiB, over protobuf's 2 GiB limit; save it with external data"
-        )
-
-    out.write(shell_bytes)
-    out.write(_len_field(_MODEL_GRAPH, graph_len))
-    out.write(graph_bytes)
-    written = 0
-    copier = _Copier()
-    try:
-        for (header_bytes, array, inline, offset, source), length in zip(entries, tensor_lengths):
-            out.write(_len_field(_GRAPH_INITIALIZER, length))
-            out.write(header_bytes)
-            if array is None:
-                continue
-            if inline:
-                out.write(_len_field(_TENSOR_RAW_DATA, array.nbytes))
-                copier.write(out, array, source)
-            else:
-                data_file = external[0]
-                if offset > written:
-                    data_file.write(b"\0" * (offset - written))
-                copier.write(data_file, array, source)
-                written = offset + array.nbytes
-    finally:
-        copier.close()
-    return written

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidOptionError
-from . import protoio
+from . import protowrite
 
 if TYPE_CHECKING:
     from .model import Model
@@ -44,12 +44,12 @@ def save_model(model: Model, path: str | os.PathLike, external_data: bool | None
                 data_fd, data_tmp = tempfile.mkstemp(dir=folder, prefix=f".{location}.", suffix=".tmp")
                 temps.append(data_tmp)
                 with os.fdopen(data_fd, "wb") as data_file:
-                    external_bytes = protoio.write_model(model.proto, model.weights.values(), model_file,
+                    external_bytes = protowrite.write_model(model.proto, model.weights.values(), model_file,
                                                          external=(data_file, location))
                     data_file.flush()
                     os.fsync(data_file.fileno())
             else:
-                protoio.write_model(model.proto, model.weights.values(), model_file)
+                protowrite.write_model(model.proto, model.weights.values(), model_file)
             model_file.flush()
             os.fsync(model_file.fileno())
         if external_data and external_bytes:
