@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .torch_pruning import _cnn_ignored, _map_groups, _requires_grad, _split_c2f, _tp_kept, _tp_prune, tp_groups
+from ._tp_models import _cnn_ignored, _requires_grad, _split_c2f
+from .torch_pruning import _map_groups, _tp_kept, _tp_prune, tp_groups
 
 TAYLOR_BATCH = 32
 TAYLOR_LOSS = {
