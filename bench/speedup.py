@@ -6,10 +6,10 @@
 For every net in models/ (torchscript export) and a mid-size synthetic conv stack (bench/synthetic.py,
 about 64 MB, 256 channels at 28x28, so convolution compute dominates), prune at --structured 0.4 with
 --round-to 1 and --round-to 8, then in one process:
-  * FLOPs of the original and both pruned models (onnxprune.stats.model_stats at the benchmark's
+  * FLOPs of the original and both pruned models (onnxprune.check.stats.model_stats at the benchmark's
     input shape; the models' batch dim is symbolic, so the batch is chosen here);
   * latency of the three in ONNX Runtime (CPU, default threads), interleaved run by run
-    (onnxprune.latency.measure_interleaved) after warmups, at least --min-runs timed runs each,
+    (onnxprune.measure.latency.measure_interleaved) after warmups, at least --min-runs timed runs each,
     with intra-op spinning off (--spinning leaves it on).
 Reported: FLOPs reduction = before / after, speedup = median latency before / after, and
 efficiency = speedup / FLOPs reduction (target >= 0.9). Results go to bench/results/speedup.json.

@@ -13,8 +13,8 @@ measured the same way in one process, under ONNX Runtime:
 - resnet, mobile, yolo: every prunable channel group except the output layers, ratio r per group;
   per-sample cosine of the flattened outputs and top-1 agreement (classifiers) with the dense
   model on 64 held-out random inputs;
-- parameters and FLOPs (onnxprune.stats.model_stats on each ONNX file, batch 1), and ORT CPU
-  latency of all variants, interleaved (onnxprune.latency.measure_interleaved), next to the dense
+- parameters and FLOPs (onnxprune.check.stats.model_stats on each ONNX file, batch 1), and ORT CPU
+  latency of all variants, interleaved (onnxprune.measure.latency.measure_interleaved), next to the dense
   model and the dense model passed through onnxprune with nothing removed ("onnxprune r=0").
 
 The CNNs (seeded random weights) also run at --cnn-low-ratios (0.05, 0.1): at 0.2 and above every
