@@ -14,7 +14,7 @@ from .calib.data import load_calibration
 from .check.stats import model_stats
 from .check.validate import compare_models, validation_inputs
 from .errors import InvalidModelError, InvalidOptionError
-from .io import staging
+from .io import runtime_config, staging
 from .io.files import check_output_path, write_atomic
 from .io.model import Model
 from .io.saving import save_model
@@ -217,6 +217,8 @@ def _write_checked(model: Model, source: Path, target: Path, options: PruneOptio
             if options.sparse:
                 report["tensorrt"] = _tensorrt_check(source, staged, shapes, options.seed, log)
         staging.commit(staged, target)
+    # A decoder's runtime sizes its empty KV cache from genai_config.json / config.json beside the model.
+    report.setdefault("notes", []).extend(runtime_config.write_beside(model.graph, model.weights, source, target))
 
 
 def _tensorrt_check(source: Path, target: Path, shapes: dict, seed: int, log: Callable[[str], None]) -> dict:

@@ -7,6 +7,7 @@ import fnmatch
 from ..errors import InvalidOptionError
 from ..io.model import Model
 from .builder import ChannelSpace, Member, Pin, Removal, SpaceBuilder
+from .kv_cache import settle_cache_outputs
 from .rules import apply_rule
 
 __all__ = ["ChannelGraph", "ChannelSpace", "Member", "Pin", "Removal", "build_channel_graph"]
@@ -45,11 +46,18 @@ class ChannelGraph:
 def build_channel_graph(model: Model) -> ChannelGraph:
     builder = SpaceBuilder(model, model.infer_shapes())
     for node in model.graph.node:
-        if not builder.is_derived(node):
+        if not builder.is_derived(node) and not builder.is_claimed(node):
             apply_rule(builder, node)
     builder.pin_shape_leaks()
+    resizable = settle_cache_outputs(builder, builder.cache_pairs)
     for name in model.output_names:
-        builder.pin(name, None, f"graph output '{name}'")
+        if name not in resizable:
+            builder.pin(name, None, f"graph output '{name}'")
+            continue
+        head_axis = builder.cache_pairs[name].head_axis
+        for axis in builder.tracked(name):
+            if axis != head_axis:
+                builder.pin(name, axis, f"graph output '{name}' (only a KV cache's head axis follows pruning)")
     for value in model.graph.input:
         if model.is_weight(value.name):
             builder.pin(value.name, None, f"initializer '{value.name}' is also a graph input (replaceable at run time)")

@@ -10,6 +10,7 @@ import onnx
 from ..io.model import Model, TensorInfo, subgraph_outer_inputs
 from ..io.protoio import np_dtype
 from .atoms import AtomTable, Layout
+from .kv_cache import CachePair, cache_head_axes, find_cache_pairs
 from .quantized import Dequantized, find_dequantized, subgraph_definitions
 from .shape_values import ShapeValues
 from .space import ChannelSpace, Fixup, Member, Pin, Removal
@@ -52,6 +53,10 @@ class SpaceBuilder:
         self.head_axes: set[tuple[str, int]] = set()  # axes a Reshape split off as attention heads
         # DequantizeLinear outputs of constant int weights (QDQ models): rules treat them as weights.
         self.dequantized: dict[str, Dequantized] = find_dequantized(model)
+        # KV-cache inputs (past_key_values.N.key) whose head axis may follow the heads removed.
+        self.cache_pairs: dict[str, CachePair] = find_cache_pairs(model.graph, model.weights)
+        self._cache_axes = cache_head_axes(self.cache_pairs)
+        self.claimed: set[str] = set()  # nodes a pattern rule handled together with an earlier node
         self._pin_shadowed_names()
 
 
@@ -115,6 +120,13 @@ class SpaceBuilder:
         outputs = [name for name in node.output if name]
         return bool(outputs) and all(name in self.shape_values for name in outputs)
 
+    def claim(self, node: onnx.NodeProto) -> None:
+        """A pattern rule handled `node` together with an earlier node: no rule runs on it."""
+        self.claimed.add(_key(node))
+
+    def is_claimed(self, node: onnx.NodeProto) -> bool:
+        return _key(node) in self.claimed
+
     def freeze_params(self) -> None:
         """Replace frozen shape-derived parameter inputs that no fixup rewrote with constants."""
         for node, name, value in self._frozen.values():
@@ -129,7 +141,7 @@ class SpaceBuilder:
         and needs neither a rewrite nor a pin (checked when propagation is done)."""
         self._size_slots[(_key(node), index, element)] = (tensor, axis)
 
-    def _same_space(self, a: tuple[str, int], b: tuple[str, int], factor: int = 1) -> bool:
+    def same_space(self, a: tuple[str, int], b: tuple[str, int], factor: int = 1) -> bool:
         """Does `factor` times the size of axis a always equal the size of axis b, however they are pruned?"""
         layout_a, layout_b = self.layouts.get(a), self.layouts.get(b)
         if layout_a is None or layout_b is None:
@@ -151,7 +163,7 @@ class SpaceBuilder:
                 reason = f"its size is read at run time by {self.model.node_label(node)}"
                 for element, origin in enumerate(origins):
                     sized = self._size_slots.get((_key(node), index, element))
-                    if sized and origin.copy_of and origin.sources == {origin.copy_of} and self._same_space(
+                    if sized and origin.copy_of and origin.sources == {origin.copy_of} and self.same_space(
                             origin.copy_of, sized, origin.factor):
                         continue
                     for tensor, axis in origin.sources:
@@ -202,7 +214,7 @@ class SpaceBuilder:
             self.tie([layout] + tied, node)
         elif self.model.is_weight(tensor) and np_dtype(self.model.weights[tensor].data_type) is None:
             self.pin(tensor, axis, f"weight '{tensor}' has a packed element type (int4...), never sliced", node)
-        elif not self.is_weight(tensor):
+        elif not self.is_weight(tensor) and key not in self._cache_axes:
             origin = self.model.producer(tensor)
             source = f"produced by {self.model.node_label(origin)}" if origin is not None else "a graph input"
             self.pin(tensor, axis, f"axis {axis} of '{tensor}' ({source}) carries no tracked channels",
@@ -334,9 +346,10 @@ class SpaceBuilder:
                 where += f" in groups of {member.block}"
             for node, index in self._readers(member.tensor):
                 name = f"{node.op_type} '{node.name or node.output[0]}'"
-                output_axis = {"Conv": 0, "Gemm": 0, "ConvTranspose": 1, "MatMul": 1}.get(node.op_type)
+                output_axis = {"Conv": 0, "Gemm": 0, "ConvTranspose": 1, "MatMul": 1, "MatMulNBits": 0,
+                               "Attention": 1}.get(node.op_type)
                 if index == 1 and member.axis == output_axis and produced is None:
-                    kind = "output features" if node.op_type in ("Gemm", "MatMul") else "output channels"
+                    kind = "output channels" if "Conv" in node.op_type else "output features"
                     produced = f"{name} {kind}{where}"
                 elif index == 1 and consumed is None:
                     consumed = f"{name} input channels{where}"

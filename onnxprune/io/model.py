@@ -301,7 +301,9 @@ class Model:
         collect(first, infos)
         # sympy is slow to import and the symbolic pass slow on big graphs: only when onnx's own
         # inference left something unresolved, and not for the concrete shapes of FLOPs counting.
-        if not input_shapes and (first is None or unresolved(infos)):
+        # Also when it stopped at an op it has no schema for (ORT's contrib ops): ORT's knows them.
+        stopped = any(name and name not in infos for node in self.graph.node for name in node.output)
+        if not input_shapes and (first is None or stopped or unresolved(infos)):
             collect(symbolic_inference(light), infos)
         for name, weight in self.weights.items():
             infos[name] = TensorInfo(weight.data_type, weight.shape)

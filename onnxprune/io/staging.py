@@ -20,6 +20,7 @@ import onnx
 
 from ..errors import ValidationError
 from .saving import data_path, refuse_overwriting_sources
+from .wellformed import checkable
 
 if TYPE_CHECKING:
     from .model import Model
@@ -37,7 +38,7 @@ def full_check_error(model: Model) -> str | None:
     costs the same for a 14 GB model as for a small one; the weight bytes are written from arrays whose
     shapes the header takes, so they cannot disagree with it."""
     try:
-        onnx.checker.check_model(model.light_proto(), full_check=True)
+        onnx.checker.check_model(checkable(model.light_proto()), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return None
@@ -53,7 +54,7 @@ def check_graph(model: Model, input_error: str | None = None) -> str | None:
     if input_error is None:
         raise ValidationError(f"the pruned model fails onnx's full check, so nothing was written: {error}")
     try:
-        onnx.checker.check_model(model.light_proto(), full_check=False)
+        onnx.checker.check_model(checkable(model.light_proto()), full_check=False)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValidationError(f"the pruned model fails onnx's check, so nothing was written: {first}") from None

@@ -3,6 +3,7 @@ so every command refuses a broken file the same way, with one line naming the no
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 
 import onnx
@@ -71,14 +72,60 @@ def check_structure(graph: onnx.GraphProto, weights: Collection[str], opset: int
 
 
 def check_operators(graph: onnx.GraphProto, version: int) -> None:
-    """A default-domain op that ONNX does not define at the model's opset is a broken (or misspelled)
-    node: no runtime can load it, so refuse it here rather than pin it and write a broken model."""
+    """A default-domain op that neither ONNX nor ONNX Runtime defines at the model's opset is a broken
+    (or misspelled) node: no runtime can load it, so refuse it here rather than pin it and write a
+    broken model. ONNX Runtime registers a few ops of its own in the default domain
+    (SimplifiedLayerNormalization, LayerNormalization before opset 17): its optimizer and
+    onnxruntime-genai's builder write them, and ORT runs them, so they are accepted."""
     for node in graph.node:
-        if node.domain not in ("", "ai.onnx"):
+        if node.domain not in ("", "ai.onnx") or _onnx_knows(node.op_type, version):
             continue
-        try:
-            onnx.defs.get_schema(node.op_type, version, "")
-        except (onnx.defs.SchemaError, TypeError, ValueError):
-            label = node.name or (node.output[0] if node.output else "")
-            raise InvalidModelError(f"node '{label}' uses '{node.op_type}', which is not "
-                                    f"an ONNX operator at opset {version}") from None
+        if runtime_default_ops().get(node.op_type, version + 1) <= version:
+            continue
+        label = node.name or (node.output[0] if node.output else "")
+        raise InvalidModelError(f"node '{label}' uses '{node.op_type}', which is neither an ONNX operator "
+                                f"at opset {version} nor one ONNX Runtime defines")
+
+
+def _onnx_knows(op_type: str, version: int) -> bool:
+    try:
+        onnx.defs.get_schema(op_type, version, "")
+    except (onnx.defs.SchemaError, TypeError, ValueError):
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def runtime_default_ops() -> dict[str, int]:
+    """Default-domain ops ONNX Runtime defines beyond ONNX, by name: the lowest opset they exist at.
+    Empty without onnxruntime (then only ONNX's own ops are accepted)."""
+    try:
+        from onnxruntime.capi.onnxruntime_pybind11_state import get_all_operator_schema
+    except ImportError:
+        return {}
+    ops: dict[str, int] = {}
+    for schema in get_all_operator_schema():
+        if schema.domain == "":
+            ops[schema.name] = min(schema.since_version, ops.get(schema.name, schema.since_version))
+    return ops
+
+
+# Where checkable() moves runtime-only default-domain nodes: a domain onnx's checker does not know.
+RUNTIME_DOMAIN = "onnxprune.runtime"
+
+
+def checkable(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """`proto` with the default-domain nodes only ONNX Runtime defines moved to a domain of their own,
+    in place: onnx's checker refuses an op it does not know in its own domain but checks the rest of
+    the graph around a custom-domain one (ORT itself checks those when it loads the model)."""
+    version = next((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None)
+    if version is None:
+        return proto
+    moved = False
+    for node in proto.graph.node:
+        if node.domain in ("", "ai.onnx") and not _onnx_knows(node.op_type, version):
+            node.domain = RUNTIME_DOMAIN
+            moved = True
+    if moved and all(entry.domain != RUNTIME_DOMAIN for entry in proto.opset_import):
+        proto.opset_import.add(domain=RUNTIME_DOMAIN, version=1)
+    return proto
