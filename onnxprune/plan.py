@@ -66,3 +66,70 @@ def plan_global(scores: dict[int, np.ndarray], budget: Budget) -> dict[int, np.n
         # Rounding up the kept count gives back the best-scored of the chosen channels.
         plan[space] = np.sort(np.asarray(indices[: size - keep], dtype=np.int64))
     return plan
+
+
+def _aligned_kept(size: int, keep: int, multiple: int) -> int:
+    """The aligned kept count nearest `keep`: a multiple of `multiple` (at least one), or the whole space."""
+    if size < multiple:
+        return size
+    below = max(multiple, (keep // multiple) * multiple)
+    above = min(size, below + multiple)
+    return below if keep - below <= above - keep else above
+
+
+def align_removals(wanted: dict[int, int], scores: dict[int, np.ndarray], multiples: dict[int, int],
+                   costs: dict[int, float], min_keep: int = 1) -> dict[int, int]:
+    """Removal counts whose kept channel counts are multiples of each space's `multiples` entry (or the
+    whole space), with the total cost removed (FLOPs) as close as possible to what `wanted` removes.
+
+    Rounding every space the same way misses the budget (rounding kept counts up removed 0.61 of the
+    FLOPs asked at --round-to 16 on a detector, and a space smaller than the multiple removes nothing).
+    Here each space starts at its nearest aligned count; then, one multiple at a time, the space whose
+    next step costs the least score per unit of cost moves (scores normalized by each space's mean so
+    spaces compare), as long as the step brings the total closer to the goal.
+    """
+    goal = sum(count * costs.get(space, 0.0) for space, count in wanted.items())
+    result = dict(wanted)
+    kept: dict[int, int] = {}
+    for space, count in wanted.items():
+        multiple = multiples.get(space, 1)
+        if multiple > 1:
+            size = scores[space].size
+            kept[space] = _aligned_kept(size, size - count, multiple)
+    if not kept:
+        return result
+    # Channels in removal order (lowest normalized score first): a step down removes the next ones.
+    ranked = {space: np.sort(normalized(np.asarray(scores[space], np.float64))) for space in kept}
+    floor = {space: max(min_keep, 1, multiples[space]) for space in kept}
+
+    def removed_cost() -> float:
+        fixed = sum(count * costs.get(space, 0.0) for space, count in wanted.items() if space not in kept)
+        return fixed + sum((scores[space].size - k) * costs.get(space, 0.0) for space, k in kept.items())
+
+    while True:
+        deficit = goal - removed_cost()
+        best = None
+        for space, k in kept.items():
+            size, multiple, cost = scores[space].size, multiples[space], costs.get(space, 0.0)
+            if deficit > 0:  # remove more: the next block of channels goes
+                step = k - ((k - 1) // multiple) * multiple  # down to the next multiple
+                if k - step < floor[space]:
+                    continue
+                between = ranked[space][size - k:size - k + step]
+            else:  # keep more: the last block removed comes back
+                step = min(size, (k // multiple + 1) * multiple) - k
+                if step <= 0:
+                    continue
+                between = ranked[space][size - k - step:size - k]
+            delta = step * cost
+            if delta <= 0 or delta >= 2 * abs(deficit):
+                continue  # no effect, or it would overshoot by more than it fixes
+            key = float(np.sum(between)) / delta * (1 if deficit > 0 else -1)
+            if best is None or key < best[0]:
+                best = (key, space, step)
+        if best is None:
+            break
+        _, space, step = best
+        kept[space] += -step if deficit > 0 else step
+    result.update({space: scores[space].size - k for space, k in kept.items()})
+    return result

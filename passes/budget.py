@@ -1,27 +1,99 @@
-"""Turn channel scores into a removal plan: --structured for channel spaces, --heads for head spaces."""
+"""Turn channel scores into a removal plan: --structured for channel spaces, --heads for head spaces.
+
+Channel counts are then aligned to what the target runtime's kernels want (`--device`, or an explicit
+`--round-to N`), with the rounding spread over the spaces so the FLOPs removed stay what was asked.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
+
+from onnxprune.deps import ChannelGraph
+from onnxprune.io.model import Model
+from onnxprune.measure.alignment import Alignment
 from onnxprune.pipeline import Context
-from onnxprune.plan import Budget, plan_global, plan_local
+from onnxprune.plan import Budget, align_removals, lowest, plan_global, plan_local
+
+
+def space_multiples(model: Model, graph: ChannelGraph, spaces: list[int], round_to: int,
+                    alignment: Alignment | None) -> dict[int, int]:
+    """The multiple each channel space's kept count should be. An explicit --round-to applies to every
+    space; a device alignment only to spaces of at least two multiples, since a smaller space aligned
+    could only keep all or one block (and holds few FLOPs either way)."""
+    if round_to > 1:
+        return dict.fromkeys(spaces, round_to)
+    if alignment is None:
+        return {}
+    multiples = {}
+    for space_id in spaces:
+        space = graph.space(space_id)
+        ops = {node.op_type for member in space.weight_members for node, _ in model.consumers(member.tensor)}
+        multiple = alignment.multiple_for(ops)
+        if multiple > 1 and space.size >= 2 * multiple:
+            multiples[space_id] = multiple
+    return multiples
+
+
+def channel_costs(model: Model, graph: ChannelGraph, shapes: dict | None) -> dict[int, float]:
+    """FLOPs one channel of each space accounts for; parameters when FLOPs cannot be counted."""
+    from onnxprune.check import counts
+    from onnxprune.check.stats import folded_light_proto
+
+    from .sensitivity import space_costs
+
+    by_node: dict[str, int] = {}
+    if shapes is not None:
+        try:
+            by_node = counts.count_flops(folded_light_proto(model, shapes), shapes).by_node
+        except Exception:  # FLOPs are a refinement here: shape inference may fail on exotic graphs
+            by_node = {}
+    costs = space_costs(model, graph, by_node)
+    use_flops = any(flops > 0 for flops, _ in costs.values())
+    return {space: (flops if use_flops else params) for space, (flops, params) in costs.items()}
+
+
+def aligned_plan(model: Model, graph: ChannelGraph, scores: dict[int, np.ndarray], plan: dict[int, np.ndarray],
+                 multiples: dict[int, int], shapes: dict | None, min_keep: int = 1) -> dict[int, np.ndarray]:
+    """`plan` with its removal counts aligned (align_removals); the lowest-scored channels go."""
+    if not multiples:
+        return plan
+    wanted = {space: len(plan.get(space, ())) for space in scores}
+    counts = align_removals(wanted, scores, multiples, channel_costs(model, graph, shapes), min_keep)
+    return {space: lowest(scores[space], count) for space, count in counts.items() if count}
 
 
 class ChannelBudget:
     name = "plan-channels"
 
-    def __init__(self, budget: Budget, heads: Budget | None = None):
+    def __init__(self, budget: Budget, heads: Budget | None = None, alignment: Alignment | None = None,
+                 shapes: dict | None = None):
         self.budgets = {"channels": budget, "heads": heads or Budget(0.0)}
+        self.alignment, self.shapes = alignment, shapes
 
     def run(self, context: Context) -> None:
-        kinds = {space.id: space.kind for space in context.channel_graph().spaces}
+        graph = context.channel_graph()
+        kinds = {space.id: space.kind for space in graph.spaces}
         context.plan = {}
+        aligned: dict[int, int] = {}
         for kind, budget in self.budgets.items():
             scores = {space: values for space, values in context.scores.items() if kinds[space] == kind}
             if budget.ratio <= 0 or not scores:
                 continue
             planner = plan_global if budget.global_ranking else plan_local
-            context.plan.update({space: indices for space, indices in planner(scores, budget).items() if len(indices)})
+            plan = planner(scores, replace(budget, round_to=1))
+            if kind == "channels":
+                aligned = space_multiples(context.model, graph, list(scores), budget.round_to, self.alignment)
+                plan = aligned_plan(context.model, graph, scores, plan, aligned, self.shapes, budget.min_keep)
+            context.plan.update({space: indices for space, indices in plan.items() if len(indices)})
         context.report["budget"] = {
             kind: {"ratio": b.ratio, "global": b.global_ranking, "round_to": b.round_to}
             for kind, b in self.budgets.items()
         }
+        if aligned:
+            context.report["budget"]["alignment"] = {
+                **(self.alignment.to_dict() if self.alignment and self.budgets["channels"].round_to <= 1 else
+                   {"round_to": self.budgets["channels"].round_to}),
+                "spaces": {str(space): multiple for space, multiple in sorted(aligned.items())},
+            }

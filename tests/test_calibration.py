@@ -174,7 +174,7 @@ def test_sensitivity_command_writes_curves_and_plot(zoo, tmp_path):
 
 
 def test_target_latency_search_converges_on_a_timer_that_follows_flops(zoo, tmp_path, monkeypatch):
-    """The bisection logic, on a deterministic timer: a model's 'latency' is its FLOPs (wall-clock
+    """The search logic, on a deterministic timer: a model's 'latency' is its FLOPs (wall-clock
     timings belong in bench/, and on a shared 2-core machine they are too noisy to assert on)."""
     from onnxprune.check import runtime
     from onnxprune.check.stats import model_stats
@@ -193,7 +193,7 @@ def test_target_latency_search_converges_on_a_timer_that_follows_flops(zoo, tmp_
     out = tmp_path / "out.onnx"
     report = prune(zoo("mlp"), out, PruneOptions(target_latency=0.7, shapes={"input": (8, 64)}, validate=False))
     trials = report["latency_search"]["trials"]
-    assert len(trials) == 5
+    assert 1 <= len(trials) <= 8  # sensitivity once, then a few timed corrections: no five full prunes
     chosen = report["after"]["flops"] / report["before"]["flops"]
     best = max(t["latency_ratio"] for t in trials if t["latency_ratio"] <= 0.7)
     assert chosen == pytest.approx(best, abs=1e-3) and 0.6 < chosen <= 0.7  # the largest model that meets it
@@ -205,5 +205,5 @@ def test_target_latency_with_real_ort_timings_writes_a_valid_model(zoo, tmp_path
     out = tmp_path / "out.onnx"
     report = prune(zoo("mlp"), out, PruneOptions(target_latency=0.95, shapes={"input": (4096, 64)},
                                                  validate=False, latency_runs=5))
-    assert len(report["latency_search"]["trials"]) == 5
+    assert report["latency_search"]["trials"] and report["latency_model"]["layers_timed"] == 3
     check_valid(out)

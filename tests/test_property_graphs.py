@@ -71,7 +71,7 @@ def zero_oracle(recipe: Recipe, folder: Path, ratio: float | None, seed: int, gl
             budgets[kind] = sum(len(plan.get(space.id, ())) for space in spaces) / total if total else 0.0
     options = PruneOptions(structured=budgets["channels"], heads=budgets["heads"],
                            global_ranking=global_ranking or ratio is None, validate=False, criterion=criterion,
-                           compensate=compensate, samples=2)
+                           compensate=compensate, samples=2, round_to=1)
     report = prune(zeroed, out, options)
     if criterion not in ("l1", "l2"):
         # A live channel that calibration never excites (a ReLU dead on the random batches) also scores

@@ -27,7 +27,9 @@ def _prune_zeroed(path, tmp_path, plan_ratio, seed, global_ranking, criterion="l
         total = sum(space.size for space in build_channel_graph(model).prunable)
         ratio = sum(len(indices) for indices in plan.values()) / total
     out = tmp_path / "pruned.onnx"
-    options = PruneOptions(structured=ratio, global_ranking=global_ranking, validate=False, criterion=criterion)
+    # round_to=1: exact counts, the zeroed plan's, not the ones --device's alignment would choose
+    options = PruneOptions(structured=ratio, global_ranking=global_ranking, validate=False, criterion=criterion,
+                           round_to=1)
     report = prune(zeroed, out, options)
     removed = {space["id"]: space["removed"] for space in report["spaces"] if space["removed"]}
     unscored = set(report.get("spaces_without_batchnorm", []))  # bn-scale leaves spaces without BN alone
