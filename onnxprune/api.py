@@ -15,7 +15,7 @@ from .check.stats import model_stats
 from .check.validate import compare_models, validation_inputs
 from .errors import InvalidModelError, InvalidOptionError
 from .io import runtime_config, staging
-from .io.files import check_output_path, write_atomic
+from .io.files import check_model_output, check_output_path, write_atomic
 from .io.model import Model
 from .io.saving import save_model
 from .pipeline import Context, Pass, run_pipeline
@@ -149,6 +149,7 @@ def check_paths(source: Path, target: Path) -> None:
         raise InvalidOptionError(f"output '{target}' is a folder; give a file name")
     if not (target.parent if str(target.parent) else Path(".")).is_dir():
         raise InvalidOptionError(f"output folder '{target.parent}' does not exist")
+    check_model_output(target)  # a read-only folder is found now, not after the work
 
 
 def prune(

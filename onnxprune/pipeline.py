@@ -54,6 +54,7 @@ def run_pipeline(passes: list[Pass], context: Context) -> Context:
     timings = context.report.setdefault("pass_seconds", {})
     for item in passes:
         start = time.perf_counter()
+        context.log(f"\r{item.name} ...")  # a status while it runs (a terminal only): long passes show at once
         item.run(context)
         timings[item.name] = round(time.perf_counter() - start, 4)
         context.log(f"{item.name}: {timings[item.name]:.2f}s")

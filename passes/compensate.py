@@ -22,6 +22,7 @@ from onnxprune.calib.data import CalibrationData
 from onnxprune.calib.statistics import collect_stats
 from onnxprune.io.model import Model
 from onnxprune.pipeline import Context
+from onnxprune.report import progress
 
 from .activation import ConsumerPair, consumer_pairs
 
@@ -165,22 +166,20 @@ class Compensate:
         model, graph = context.model, context.channel_graph()
         refit_layers, skipped = 0, []
         planned = [space for space in graph.spaces if space.id in context.plan]
-        for number, space in enumerate(planned, 1):
-            # A weight shared by several layers (tied embeddings) cannot be refit for one of them.
-            pairs = [pair for pair in consumer_pairs(model, space)
-                     if pair.linear and len(model.consumers(pair.weight.tensor)) == 1]
-            if not pairs:
-                skipped.append(space.id)
-                continue
-            context.log(f"\rcompensation: space {number}/{len(planned)}")
-            requests = {pair.x: pair.x_axis for pair in pairs}
-            stats = collect_stats(model, requests, self.calibration, set(requests))
-            for pair in pairs:
-                removed = pair.x_member.indices(context.plan[space.id])
-                refit(model, pair, stats[pair.x].gram, removed, self.damping)
-                refit_layers += 1
-        if planned:
-            context.log("")
+        with progress.bar(context.log, "compensation", total=len(planned), unit="space") as bar:
+            for space in planned:
+                # A weight shared by several layers (tied embeddings) cannot be refit for one of them.
+                pairs = [pair for pair in consumer_pairs(model, space)
+                         if pair.linear and len(model.consumers(pair.weight.tensor)) == 1]
+                if not pairs:
+                    skipped.append(space.id)
+                requests = {pair.x: pair.x_axis for pair in pairs}
+                stats = collect_stats(model, requests, self.calibration, set(requests)) if pairs else {}
+                for pair in pairs:
+                    removed = pair.x_member.indices(context.plan[space.id])
+                    refit(model, pair, stats[pair.x].gram, removed, self.damping)
+                    refit_layers += 1
+                bar.update()
         context.report["compensation"] = {
             "method": "least-squares refit of kept inputs and bias, graph order, float64",
             "damping": self.damping,

@@ -15,13 +15,14 @@ import numpy as np
 from onnx import helper
 
 from onnxprune.calib.data import CalibrationData
-from onnxprune.check.runtime import first_line
+from onnxprune.check.runtime import first_line, session_options
 from onnxprune.check.stats import parameter_count
 from onnxprune.deps import ChannelGraph
 from onnxprune.errors import InvalidOptionError, ValidationError
 from onnxprune.io.model import Model
 from onnxprune.pipeline import Context
 from onnxprune.plan import Budget, lowest, removal_count
+from onnxprune.report import progress
 
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -49,10 +50,8 @@ def _session_with_overridable(model: Model, names: list[str]):
     for tensor in proto.graph.initializer:
         if tensor.name in names and tensor.name not in declared:
             proto.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
     try:
-        return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT's pybind exceptions share no base but Exception
         raise ValidationError(f"onnxruntime cannot run the model to measure sensitivity: {first_line(exc)}") from None
 
@@ -73,8 +72,8 @@ def sensitivity_curves(
     reference = [session.run(outputs, feed) for feed in feeds]
     scale = sum(float(np.sum(np.square(r, dtype=np.float64))) for ref in reference for r in ref) or 1.0
     curves = []
-    for number, space in enumerate(spaces, 1):
-        log(f"\rsensitivity: space {number}/{len(spaces)}")
+    bar = progress.bar(log, "sensitivity", total=len(spaces), unit="space")
+    for space in spaces:
         curve = Curve(space.id, space.label, space.kind, space.size)
         for ratio in ratios:
             count = removal_count(space.size, Budget(ratio))
@@ -94,7 +93,8 @@ def sensitivity_curves(
             curve.ratios.append(ratio)
             curve.errors.append(error / scale)
         curves.append(curve)
-    log("")
+        bar.update()
+    bar.close()
     return curves
 
 
@@ -167,16 +167,20 @@ class TargetBudget:
         # The cost model is first order (a layer losing inputs and outputs saves less than the sum);
         # measure the plan exactly and correct the internal target a few times.
         internal, best, trials = self.target, None, []
+        bar = progress.bar(context.log, f"target search ({self.metric})", total=8, unit="trial")
         for _ in range(8):
             ratios = allocate(curves, costs, totals, internal, which)
             plan = self._plan(graph, context.scores, ratios)
             kept = self._measure(context, plan, totals[which])
             trials.append({"internal_target": round(internal, 4), "kept": round(kept, 4)})
+            bar.update()
+            bar.set_postfix_str(f"kept {kept:.3f}, goal {self.target:.3f}")
             if best is None or abs(kept - self.target) < abs(best[2] - self.target):
                 best = (ratios, plan, kept)
             if abs(kept - self.target) <= 0.01:
                 break
             internal = self._next_target(trials)
+        bar.close()
         ratios, context.plan, kept = best
         context.report["target_search"] = trials
         context.report["sensitivity"] = [curve.to_dict() for curve in curves]

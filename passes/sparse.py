@@ -23,6 +23,7 @@ from onnxprune.calib.statistics import collect_stats
 from onnxprune.errors import InvalidOptionError, ValidationError
 from onnxprune.io.model import Model
 from onnxprune.pipeline import Context
+from onnxprune.report import progress
 from onnxprune.sparsity import METADATA_KEY
 from onnxprune.sparsity.check import pattern_status
 from onnxprune.sparsity.eligibility import Candidate, apply_policy, find_candidates
@@ -99,19 +100,20 @@ class SparsifyWeights:
         if self.global_ranking and not self.pattern.structured and self.criterion == "magnitude":
             self._global_magnitude(model, targets)
         else:
-            for number, wave in enumerate(_waves(model, targets), 1):
-                if self.criterion != "magnitude":
-                    context.log(f"\rsparsity: wave {number}, {len(wave)} weight(s)")
-                self._sparsify_wave(model, wave, notes, context)
-            if self.criterion != "magnitude":
-                context.log("")
+            waves = _waves(model, targets)
+            with progress.bar(context.log, f"sparsity ({self.criterion})", total=sum(map(len, waves)),
+                              unit="weight") as bar:
+                for wave in waves:
+                    self._sparsify_wave(model, wave, notes, context, bar)
         _annotate(model, self.pattern, self.criterion, targets)
         context.invalidate()
         context.report["sparsity"] = self._report(model, candidates, notes, context)
 
     # ------------------------------------------------------------------ criteria
 
-    def _sparsify_wave(self, model: Model, wave: list[Candidate], notes: dict[str, str], context: Context) -> None:
+    def _sparsify_wave(self, model: Model, wave: list[Candidate], notes: dict[str, str], context: Context,
+                       bar: progress.NullBar | None = None) -> None:
+        bar = bar or progress.NullBar()
         plans = {c.name: _plan(model, c, self.criterion) for c in wave}
         for name, plan in plans.items():
             self._used[name] = plan.criterion
@@ -127,7 +129,7 @@ class SparsifyWeights:
             rows = plan.rows(np.asarray(original, dtype=np.float64))
             if plan.criterion == "sparsegpt":
                 try:
-                    new_rows = sparsegpt(rows, grams[candidate.name], self.pattern)
+                    new_rows = sparsegpt(rows, grams[candidate.name], self.pattern, log=context.log)
                 except ValueError as exc:  # X^T X not positive definite even with heavy damping
                     raise ValidationError(f"SparseGPT on weight '{candidate.name}': {exc}") from None
             else:
@@ -137,6 +139,7 @@ class SparsifyWeights:
                 new_rows = rows * self._mask(scores, plan.criterion)
             weight = plan.unrows(new_rows).astype(original.dtype)
             model.set_weight(candidate.name, np.ascontiguousarray(weight))
+            bar.update()
 
     def _mask(self, scores: np.ndarray, criterion: str) -> np.ndarray:
         if self.pattern.structured:

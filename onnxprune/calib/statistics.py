@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..io.model import Model
+from ..report import progress
 from .capture import capture
 from .data import CalibrationData
 
@@ -43,6 +44,20 @@ def _rows(array: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(np.asarray(array, dtype=np.float64), axis, -1).reshape(-1, array.shape[axis])
 
 
+def _accumulate(stats: dict[str, ChannelStats], name: str, rows: np.ndarray, gram: bool) -> None:
+    entry = stats.get(name)
+    if entry is None:
+        channels = rows.shape[1]
+        entry = stats[name] = ChannelStats(0, np.zeros(channels), np.zeros(channels),
+                                           np.zeros((channels + 1, channels + 1)) if gram else None)
+    entry.rows += rows.shape[0]
+    entry.total += rows.sum(axis=0)
+    entry.squares += np.einsum("ij,ij->j", rows, rows)
+    if entry.gram is not None:
+        augmented = np.concatenate([rows, np.ones((rows.shape[0], 1))], axis=1)
+        entry.gram += augmented.T @ augmented
+
+
 def collect_stats(
     model: Model,
     requests: dict[str, int],
@@ -54,23 +69,10 @@ def collect_stats(
     names = sorted(requests)
     stats: dict[str, ChannelStats] = {}
     groups = [names[i:i + TENSORS_PER_PASS] for i in range(0, len(names), TENSORS_PER_PASS)]
-    for number, group in enumerate(groups, 1):
-        for batch, values in enumerate(capture(model, group, calibration), 1):
-            if len(calibration) > 1 or len(groups) > 1:
-                log(f"\rcalibration: pass {number}/{len(groups)}, batch {batch}/{len(calibration)}")
-            for name in group:
-                rows = _rows(values[name], requests[name])
-                entry = stats.get(name)
-                if entry is None:
-                    channels = rows.shape[1]
-                    entry = stats[name] = ChannelStats(0, np.zeros(channels), np.zeros(channels),
-                                                       np.zeros((channels + 1, channels + 1)) if name in gram else None)
-                entry.rows += rows.shape[0]
-                entry.total += rows.sum(axis=0)
-                entry.squares += np.einsum("ij,ij->j", rows, rows)
-                if entry.gram is not None:
-                    augmented = np.concatenate([rows, np.ones((rows.shape[0], 1))], axis=1)
-                    entry.gram += augmented.T @ augmented
-    if groups:
-        log("")
+    with progress.bar(log, "calibration", total=len(groups) * len(calibration), unit="batch") as bar:
+        for group in groups:
+            for values in capture(model, group, calibration):
+                for name in group:
+                    _accumulate(stats, name, _rows(values[name], requests[name]), name in gram)
+                bar.update()
     return stats

@@ -28,14 +28,20 @@ class InputSpec:
 
 
 def parse_shapes(specs: Iterable[str]) -> dict[str, tuple[int, ...]]:
-    """Parse `--shapes` values such as `x:1x3x224x224` or `ids:1x128,mask:1x128`."""
+    """Parse `--shapes` values in the spellings of the tools around onnxprune:
+
+    - trtexec: `x:1x3x224x224`, several inputs comma-separated (`ids:1x128,mask:1x128`);
+    - Polygraphy: `x:[1,3,224,224]` (`x:[]` for a scalar);
+    - onnxsim: `x:1,3,224,224`.
+
+    Several inputs: repeat the option, or separate them by spaces or commas in one value. A comma
+    followed by a bare number continues the dims of the input before it (onnxsim's form); one that
+    follows a name starts the next input: a token without a colon is never a name, so this is unambiguous.
+    """
     shapes: dict[str, tuple[int, ...]] = {}
     for spec in specs:
-        for item in spec.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            name, shape = _parse_one(item)
+        for entry in _shape_entries(spec):
+            name, shape = _parse_one(entry)
             if name in shapes:
                 raise InvalidOptionError(
                     f"--shapes: input '{name}' is given more than once"
@@ -44,19 +50,65 @@ def parse_shapes(specs: Iterable[str]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+_SPELLINGS = "NAME:DIMS as in x:1x3x224x224, x:[1,3,224,224] or x:1,3,224,224"
+
+
+def _shape_entries(spec: str) -> list[str]:
+    """`spec` cut into one 'name:dims' text per input, commas of onnxsim's dims rejoined."""
+    tokens: list[str] = []
+    current, depth = "", 0
+    for char in spec:
+        depth += (char == "[") - (char == "]")
+        if depth == 0 and (char == "," or char.isspace()):
+            tokens.append(current)
+            current = ""
+        else:
+            current += char
+    tokens.append(current)
+    entries: list[str] = []
+    pending_name = False  # the last entry ended in ':' ("x: [1,3]"): the next token holds its dims
+    for token in (t for t in tokens if t):
+        if pending_name:
+            entries[-1] += token
+            pending_name = False
+        elif ":" in token:
+            entries.append(token)
+            pending_name = token.endswith(":")
+        elif entries and _continues_comma_dims(entries[-1]) and token.lstrip("+-").isdigit():
+            entries[-1] += "," + token
+        else:
+            raise InvalidOptionError(f"--shapes: malformed spec '{token}' in '{spec}'; expected {_SPELLINGS}")
+    return entries
+
+
+def _continues_comma_dims(entry: str) -> bool:
+    """Whether a bare number after `entry` is one more of its dims (onnxsim's x:1,3,224,224)."""
+    dims = entry.rpartition(":")[2]
+    return bool(dims) and all(part.strip().lstrip("+-").isdigit() for part in dims.split(","))
+
+
 def _parse_one(item: str) -> tuple[str, tuple[int, ...]]:
     # Split on the last colon: TensorFlow-exported names such as "input:0" contain one.
     name, sep, dims = item.rpartition(":")
-    name = name.strip()
-    if not sep or not name or not dims.strip():
-        raise InvalidOptionError(
-            f"--shapes: malformed spec '{item}'; expected NAME:DxDx... (e.g. x:1x3x224x224)"
-        )
+    name, dims = name.strip(), dims.strip()
+    if not sep or not name or not dims:
+        raise InvalidOptionError(f"--shapes: malformed spec '{item}'; expected {_SPELLINGS}")
+    if dims.startswith("[") and dims.endswith("]"):
+        parts = [part.strip() for part in dims[1:-1].split(",")] if dims[1:-1].strip() else []
+    elif "," in dims:
+        parts = dims.split(",")
+        if any("x" in part.lower() for part in parts):
+            raise InvalidOptionError(
+                f"--shapes: '{item}' mixes 'x' and ',' between dims; use one of {_SPELLINGS}"
+            )
+    else:
+        parts = dims.lower().split("x")
     try:
-        shape = tuple(int(d) for d in dims.strip().lower().split("x"))
+        shape = tuple(int(d) for d in parts)
     except ValueError:
         raise InvalidOptionError(
-            f"--shapes: malformed dims in '{item}'; expected integers separated by 'x' (e.g. x:1x3x224x224)"
+            f"--shapes: malformed dims in '{item}'; expected integers, as in x:1x3x224x224, x:[1,3,224,224] "
+            "or x:1,3,224,224"
         ) from None
     if any(d < 1 for d in shape):
         raise InvalidOptionError(

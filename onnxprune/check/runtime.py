@@ -11,9 +11,25 @@ import onnxruntime as ort
 from onnxprune.errors import InvalidOptionError, ValidationError
 
 CPU = "CPUExecutionProvider"
-# ORT_LOGGING_LEVEL_ERROR: pruned models legitimately trigger ORT warnings (e.g. unused
-# initializers) that would bury the report.
-_LOG_ERRORS_ONLY = 3
+# ORT's own log never reaches the user: its warnings (unused initializers in pruned models) would
+# bury the report, and its errors are coloured, timestamped copies of what the exception says, which
+# onnxprune already turns into one line. ERROR (3) is not enough: a failing run logs at ERROR, so
+# only FATAL (4) passes. The default logger covers sessions created elsewhere without options.
+QUIET_LOG_LEVEL = 4
+ort.set_default_logger_severity(QUIET_LOG_LEVEL)
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """SessionOptions with ORT's logger silenced and, when given, `threads` as the whole CPU budget."""
+    options = ort.SessionOptions()
+    options.log_severity_level = QUIET_LOG_LEVEL
+    if threads is not None:
+        if threads < 1:
+            raise InvalidOptionError(f"--threads must be a positive integer, got {threads}")
+        options.intra_op_num_threads = threads
+        # Keep inter-op parallelism off so `threads` is the whole CPU budget of the run.
+        options.inter_op_num_threads = 1
+    return options
 
 
 def available_providers() -> list[str]:
@@ -34,16 +50,7 @@ def create_session(
             raise InvalidOptionError(
                 f"--providers: '{provider}' is not available in this onnxruntime (available: {', '.join(available)})"
             )
-    options = ort.SessionOptions()
-    options.log_severity_level = _LOG_ERRORS_ONLY
-    if threads is not None:
-        if threads < 1:
-            raise InvalidOptionError(
-                f"--threads must be a positive integer, got {threads}"
-            )
-        options.intra_op_num_threads = threads
-        # Keep inter-op parallelism off so `threads` is the whole CPU budget of the run.
-        options.inter_op_num_threads = 1
+    options = session_options(threads)
     path = os.fspath(path)
     try:
         return ort.InferenceSession(path, sess_options=options, providers=providers)
@@ -110,16 +117,10 @@ def create_provider_session(
             f"--provider: '{provider}' is not available in this onnxruntime "
             f"(available: {', '.join(available_providers())})"
         )
-    session_options = ort.SessionOptions()
-    session_options.log_severity_level = _LOG_ERRORS_ONLY
-    if threads is not None:
-        if threads < 1:
-            raise InvalidOptionError(f"--threads must be a positive integer, got {threads}")
-        session_options.intra_op_num_threads = threads
-        session_options.inter_op_num_threads = 1
+    options = session_options(threads)
     path = os.fspath(path)
     try:
-        session = ort.InferenceSession(path, sess_options=session_options,
+        session = ort.InferenceSession(path, sess_options=options,
                                        providers=provider_chain(provider, options))
     except Exception as exc:
         raise ValidationError(f"onnxruntime cannot load '{path}' on {provider}: {first_line(exc)}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from ..errors import InvalidOptionError, OnnxPruneError, ValidationError
 from ..io.files import model_bytes
 from ..io.model import Model
 from ..measure import latency
+from ..report import progress
 from . import compare, runtime
 from .compare import OutputAccumulator
 from .gates import Gates, evaluate, failure_line
@@ -270,7 +272,7 @@ def _shapes_of(feed: dict[str, np.ndarray]) -> dict[str, list[int]]:
 
 
 def run_validation(reference: str | os.PathLike, pruned: str | os.PathLike,
-                   options: ValidateOptions) -> dict[str, Any]:
+                   options: ValidateOptions, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run both models on the same inputs, accumulate per-output statistics and check every gate.
 
     Raises onnxprune.errors.* for what the user must fix (unreadable models, different
@@ -294,9 +296,12 @@ def run_validation(reference: str | os.PathLike, pruned: str | os.PathLike,
         for name in output_names
     }
     together = model_bytes(reference) + model_bytes(pruned) <= INTERLEAVE_MAX_BYTES
+    bar = progress.bar(log, "validation", total=len(feeds), unit="batch")  # `log`: a report.progress.Progress
     for ref_out, got_out in (_paired_outputs if together else _sequential_outputs)(reference, pruned, feeds):
         for name, accumulator in accumulators.items():
             accumulator.add(ref_out[name], got_out[name])
+        bar.update()
+    bar.close()
 
     stats = [accumulator.result() for accumulator in accumulators.values()]
     gates.check_classifiers(stats)

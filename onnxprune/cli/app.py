@@ -21,14 +21,28 @@ class DefaultToPrune(click.Group):
             args = ["prune", *args]
         return super().parse_args(ctx, args)
 
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # The default command's form first: it is what most calls look like.
+        formatter.write_usage(ctx.command_path, "IN OUT [OPTIONS]")
+        formatter.write_usage(ctx.command_path, "COMMAND [ARGS]...", prefix="   or: ")
+
 
 @click.group(cls=DefaultToPrune, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="onnxprune")
 def main() -> None:
-    """Prune exported ONNX models: smaller, faster, still valid."""
+    """Prune exported ONNX models: smaller, faster, still valid.
+
+    \b
+    `prune` is the default command: `onnxprune IN OUT [options]` runs
+    `onnxprune prune IN OUT [options]` (options: `onnxprune prune --help`).
+    Every command writes its machine-readable result with `--json PATH`.
+    """
 
 
 def _fail(message: str, code: int = 2) -> None:
+    from ..report.progress import close_all
+
+    close_all()
     click.echo(f"onnxprune: error: {message}", err=True)
     sys.exit(code)
 

@@ -35,7 +35,7 @@ def command(models, providers, shapes, runs, warmup, threads, seed, fp16, sparse
     check_side_outputs({"--json": json_path}, list(models))
     options = BenchOptions(providers=list(providers) or ["cpu"], shapes=parse_shapes(shapes), runs=runs,
                            warmup=warmup, threads=threads, seed=seed, fp16=fp16, sparse=sparse, memory=memory)
-    result = bench(models, options, log=(lambda message: None) if quiet else progress_log)
+    result = bench(models, options, log=progress_log(quiet))
     if json_path:
         write_json(result, json_path)
     click.echo(format_table(result))

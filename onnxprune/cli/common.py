@@ -1,21 +1,16 @@
-"""What every subcommand shares: progress lines on stderr, checks of the report paths."""
+"""What every subcommand shares: the progress log on stderr, checks of the output paths."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
-import click
+from ..report.progress import Progress
 
 
-def progress_log(message: str) -> None:
-    """Progress lines ('\r...') overwrite each other on a terminal and are skipped elsewhere."""
-    if message.startswith("\r") or message == "":
-        if sys.stderr.isatty():
-            sys.stderr.write(message if message else "\n")
-            sys.stderr.flush()
-        return
-    click.echo(message, err=True)
+def progress_log(quiet: bool = False) -> Progress:
+    """The `log` a command hands to the pipeline: step lines on stderr; bars and a "working on ..."
+    status only when stderr is a terminal; nothing at all with --quiet."""
+    return Progress(quiet=quiet)
 
 
 def check_side_outputs(paths: dict[str, str | None], models: list[str], produced: Sequence[str] = ()) -> None:

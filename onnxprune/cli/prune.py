@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from .common import check_side_outputs, progress_log
@@ -40,7 +42,8 @@ from .common import check_side_outputs, progress_log
               help="Compare outputs and latency of both models in ONNX Runtime.")
 @click.option("--shapes", multiple=True, metavar="NAME:DIMS", help="Shapes for symbolic dims, e.g. x:1x3x224x224.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random validation inputs.")
-@click.option("--report", "report_path", metavar="PATH", help="Write the JSON report here.")
+@click.option("--json", "--report", "report_path", metavar="PATH",
+              help="Write the JSON report here (--report is the older name, still accepted).")
 @click.option("--html", "html_path", metavar="PATH", help="Write the report as a self-contained HTML page with plots.")
 @click.option("--external-data/--no-external-data", default=None,
               help="Store weights in OUT.data (default: as the input did, or when over 2 GB).")
@@ -51,12 +54,14 @@ def command(source, target, structured, heads, drop_layers, criterion, sparse, s
                   global_ranking, round_to, exclude,
                   validate, shapes, seed, report_path, html_path, external_data, quiet) -> None:
     """Remove channels from IN and write the smaller model to OUT."""
-    from ..api import PruneOptions, prune, write_json
+    from ..api import PruneOptions, check_paths, prune, write_json
     from ..check.inputs import parse_shapes
     from ..report.summary import summary
 
-    check_side_outputs({"--report": report_path, "--html": html_path}, [source], produced=[target])
-    log = (lambda message: None) if quiet else progress_log
+    # Every path is checked before any work: the input, then OUT (and OUT.data), then the reports.
+    check_paths(Path(source), Path(target))
+    check_side_outputs({"--json": report_path, "--html": html_path}, [source], produced=[target])
+    log = progress_log(quiet)
     options = PruneOptions(
         structured=structured, heads=heads, drop_layers=drop_layers, criterion=criterion, calib=calib,
         calib_batch=calib_batch, compensate=compensate, target_flops=target_flops, target_params=target_params,

@@ -72,14 +72,15 @@ def plot(result: dict[str, Any], path: str | os.PathLike) -> None:
 @click.option("--shapes", multiple=True, metavar="NAME:DIMS", help="Shapes for symbolic dims.")
 @click.option("--plot", "plot_path", metavar="PNG", help="Write the curves as a plot.")
 @click.option("--json", "json_path", metavar="PATH", help="Write the curves as JSON.")
-def command(source, calib, criterion, shapes, plot_path, json_path) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def command(source, calib, criterion, shapes, plot_path, json_path, quiet) -> None:
     """Prune each channel space alone at several ratios and measure the output error."""
     from ..api import write_json
     from ..check.inputs import parse_shapes
 
     check_side_outputs({"--json": json_path, "--plot": plot_path}, [source])
     result = analyze(source, PruneOptions(criterion=criterion, calib=calib, shapes=parse_shapes(shapes)),
-                     log=progress_log)
+                     log=progress_log(quiet))
     for curve in result["curves"]:
         points = ", ".join(f"{r:.1f}:{e:.2g}" for r, e in zip(curve["ratios"], curve["errors"]))
         click.echo(f"[{curve['space']:>3}] {curve['label'][:60]:60} {points}")

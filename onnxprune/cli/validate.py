@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .common import check_side_outputs
+from .common import check_side_outputs, progress_log
 
 _PER_OUTPUT = "[OUTPUT:]VALUE"
 
@@ -67,7 +67,7 @@ def command(reference, pruned, calib, calib_batch, samples, seed, shapes, val_ra
     options = ValidateOptions(gates=gates, calib=calib, calib_batch=calib_batch, samples=samples, seed=seed,
                               shapes=parse_shapes(shapes), val_ranges=parse_val_ranges(val_range),
                               classifiers=list(dict.fromkeys(classifier)))
-    result = run_validation(reference, pruned, options)
+    result = run_validation(reference, pruned, options, log=progress_log(quiet))
     if json_path:
         write_json(result, json_path)
     if not quiet:

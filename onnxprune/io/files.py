@@ -39,14 +39,46 @@ def model_bytes(path: str | os.PathLike) -> int:
 def check_output_path(path: str | os.PathLike, option: str, protected: Iterable[str | os.PathLike] = ()) -> None:
     """Refuse, before any work is done, a path that cannot be written or that names a model file."""
     path = Path(path)
-    if path.is_dir():
-        raise InvalidOptionError(f"{option} '{path}' is a folder; give a file name")
-    if not (path.parent if str(path.parent) else Path(".")).is_dir():
-        raise InvalidOptionError(f"{option} folder '{path.parent}' does not exist")
     for other in protected:
         if _same(path, Path(other)):
             raise InvalidOptionError(f"{option} '{path}' would overwrite the model file '{other}'; "
                                      "choose another name")
+    check_writable(path, option)
+
+
+def check_model_output(target: str | os.PathLike, option: str = "output") -> None:
+    """The model OUT and its OUT.data: both written by renaming a file staged in OUT's folder, so that
+    folder must take new files, and neither name may be a folder."""
+    from .saving import data_path
+
+    target = Path(target)
+    check_writable(target, option)
+    data = data_path(target)
+    if data.is_dir():
+        raise InvalidOptionError(f"{option} '{target}': its data file '{data}' is a folder")
+
+
+def check_writable(path: str | os.PathLike, option: str) -> None:
+    """`path` can be created or replaced: not a folder, in a folder that exists and takes a new file.
+
+    The folder is probed by creating (and at once removing) an empty file, because that is what every
+    write here does (a temporary file beside the target, renamed over it): permission bits, read-only
+    mounts, ACLs and network file systems all answer the same way to it, and the check runs as the
+    same user as the write. Called before any work, so a long prune never ends on "cannot write"."""
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidOptionError(f"{option} '{path}' is a folder; give a file name")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise InvalidOptionError(f"{option} '{path}': folder '{folder}' {what}")
+    try:
+        descriptor, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".probe")
+    except OSError as exc:
+        raise InvalidOptionError(f"{option} '{path}': folder '{folder}' is not writable "
+                                 f"({exc.strerror or type(exc).__name__})") from None
+    os.close(descriptor)
+    os.unlink(probe)
 
 
 def check_distinct(paths: dict[str, str | os.PathLike | None]) -> None:

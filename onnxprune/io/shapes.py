@@ -3,7 +3,12 @@ where onnx's leaves symbolic dims unresolved."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import onnx
 
@@ -67,11 +72,58 @@ def onnx_inference(light: onnx.ModelProto) -> onnx.ModelProto | None:
 
 
 def symbolic_inference(light: onnx.ModelProto) -> onnx.ModelProto | None:
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-    except ImportError:  # sympy missing: onnx's inference alone
+    inference = _symbolic_shape_inference()
+    if inference is None:
         return None
+    # When it cannot infer every shape (a custom op) it saves 'sym_shape_infer_temp.onnx' into the
+    # current folder before raising: run it from a private folder so nothing lands in the user's.
     try:
-        return SymbolicShapeInference.infer_shapes(light, auto_merge=True, guess_output_rank=False)
+        previous = os.getcwd()
+    except OSError:  # the current folder was removed: nowhere to return to, so do not leave it
+        previous = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="onnxprune-shapes-") as folder:
+            if previous is not None:
+                os.chdir(folder)
+            try:
+                return inference.infer_shapes(light, auto_merge=True, guess_output_rank=False)
+            finally:
+                if previous is not None:
+                    os.chdir(previous)
     except Exception:  # it gives up on some ops; onnx's inference still stands
+        return None
+
+
+_SYMBOLIC_MODULE = "onnxruntime.tools.symbolic_shape_infer"
+_PRIVATE_NAME = "onnxprune.io._ort_symbolic_shape_infer"
+
+
+def _symbolic_shape_inference():
+    """ORT's SymbolicShapeInference class, or None without sympy.
+
+    `onnxruntime/tools/__init__.py` imports torch whenever torch is installed (for export helpers we
+    never use): 2+ s on every run that needs symbolic shapes. The module itself only needs onnx,
+    numpy, sympy and packaging, so it is loaded from its file without running the package's
+    __init__, under a private name; the regular import is the fallback where the file is elsewhere."""
+    for name in (_SYMBOLIC_MODULE, _PRIVATE_NAME):
+        module = sys.modules.get(name)
+        if module is not None:
+            return module.SymbolicShapeInference
+    try:
+        spec = importlib.util.find_spec("onnxruntime")
+        location = Path(spec.origin).parent / "tools" / "symbolic_shape_infer.py" if spec and spec.origin else None
+        if location is not None and location.is_file():
+            file_spec = importlib.util.spec_from_file_location(_PRIVATE_NAME, location)
+            module = importlib.util.module_from_spec(file_spec)
+            sys.modules[_PRIVATE_NAME] = module
+            try:
+                file_spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[_PRIVATE_NAME]
+                raise
+            return module.SymbolicShapeInference
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        return SymbolicShapeInference
+    except ImportError:  # sympy missing: onnx's inference alone
         return None

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..report import progress
 from .pattern import Pattern
 
 
@@ -137,9 +138,10 @@ def sparsegpt(
             earlier = torch.ones(pattern.group, pattern.group, dtype=torch.bool, device=device).tril(diagonal=-1)
 
         blocks = range(0, columns, block)
-        for number, i1 in enumerate(blocks, 1):
-            if len(blocks) > 8:
-                log(f"\rsparsegpt: {count}x{columns}, block {number}/{len(blocks)}")
+        # Only big weights get a bar of their own (many small ones would flicker past).
+        bar = progress.bar(log if len(blocks) > 8 else None, f"sparsegpt {count}x{columns}", total=len(blocks),
+                           unit="block")
+        for i1 in blocks:
             i2 = min(i1 + block, columns)
             w1 = weight[:, i1:i2].clone()
             q1 = torch.zeros_like(w1)
@@ -169,6 +171,6 @@ def sparsegpt(
                 w1[:, j2:] -= err1[:, j1:j2].matmul(hinv1[j1:j2, j2:])
             weight[:, i1:i2] = q1
             weight[:, i2:] -= err1.matmul(hinv[i1:i2, i2:])
-        if len(blocks) > 8:
-            log("")
+            bar.update()
+        bar.close()
     return weight.to(device="cpu", dtype=torch.float64).numpy()
