@@ -214,7 +214,9 @@ def _write_checked(model: Model, source: Path, target: Path, options: PruneOptio
         if options.validate:
             log("validating in ONNX Runtime")
             report["validation"] = compare_models(source, staged, specs, shapes, options.seed,
-                                                  runs=options.latency_runs)
+                                                  runs=options.latency_runs,
+                                                  trims=runtime_config.cache_trims(
+                                                      {p.key: p.value for p in model.proto.metadata_props}))
             if options.sparse:
                 report["tensorrt"] = _tensorrt_check(source, staged, shapes, options.seed, log)
         staging.commit(staged, target)

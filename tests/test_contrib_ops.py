@@ -107,7 +107,8 @@ def test_group_query_attention_loses_whole_kv_groups_with_the_cache(tmp_path, pa
         assert _dims(pruned, f"past_key_values.{layer}.value")[1] == expected_heads[1]
         assert _dims(pruned, f"present.{layer}.key")[1] == expected_heads[1]
     kv = json.loads({p.key: p.value for p in pruned.metadata_props}["onnxprune.kv_heads"])
-    assert kv["past_key_values.0.key"] == _dims(pruned, "past_key_values.0.key")[1]
+    assert kv["past_key_values.0.key"]["heads"] == _dims(pruned, "past_key_values.0.key")[1]
+    assert kv["present.0.value"]["removed"] == kv["past_key_values.0.value"]["removed"]
 
 
 def test_single_kv_head_loses_query_heads_inside_the_group(tmp_path):
@@ -295,8 +296,9 @@ def test_genai_config_is_not_written_for_uneven_layers(tmp_path):
 
 
 def test_hugging_face_config_keeps_head_dim_explicit(tmp_path):
-    """Optimum sizes the empty past as (batch, num_key_value_heads, 0, head_dim), head_dim defaulting to
-    hidden_size / num_attention_heads, which pruning heads breaks: it is written out."""
+    """Optimum sizes the empty past as (batch, num_key_value_heads, 0, hidden_size // num_attention_heads):
+    num_key_value_heads follows the pruning, num_attention_heads stays so the head size does, head_dim
+    is written out for the runtimes that read it."""
     source = tmp_path / "optimum"
     source.mkdir()
     save_model(Model.from_proto(plain_cache_decoder(hidden=32)), source / "model.onnx")
@@ -306,7 +308,7 @@ def test_hugging_face_config_keeps_head_dim_explicit(tmp_path):
     out.mkdir()
     prune(source / "model.onnx", out / "model.onnx", PruneOptions(heads=0.5, validate=False, round_to=1))
     config = json.loads((out / "config.json").read_text())
-    assert (config["num_key_value_heads"], config["num_attention_heads"], config["head_dim"]) == (1, 2, 8)
+    assert (config["num_key_value_heads"], config["num_attention_heads"], config["head_dim"]) == (1, 4, 8)
 
 
 def test_cache_input_and_output_that_are_not_one_space_pin(tmp_path):
@@ -321,3 +323,27 @@ def test_cache_input_and_output_that_are_not_one_space_pin(tmp_path):
     proto.graph.node.append(helper.make_node("Identity", ["stale"], ["present.0.key"]))
     graph = channel_graph(proto)
     pinned(graph, "k_W", 1, "would lose different heads")
+
+
+def test_validation_feeds_the_pruned_cache_its_kept_heads(tmp_path):
+    """The pruned model takes the original's past without the removed heads (its metadata says which),
+    and its present outputs match the original's kept heads exactly (they are computed before o_proj)."""
+    source = tmp_path / "decoder.onnx"
+    save_model(Model.from_proto(plain_cache_decoder()), source)
+    shapes = {"x": (1, 3, 16), **{f"past_key_values.0.{kind}": (1, 2, 4, 8) for kind in ("key", "value")}}
+    report = prune(source, tmp_path / "pruned.onnx", PruneOptions(heads=0.5, round_to=1, shapes=shapes,
+                                                                  latency_runs=2))
+    outputs = {o["name"]: o for o in report["validation"]["outputs"]}
+    assert outputs["present.0.key"]["shape"] == [1, 1, 7, 8] and outputs["present.0.key"]["max_abs"] == 0.0
+    assert outputs["y"]["shape"] == [1, 3, 16]
+
+
+def test_validate_command_on_a_pruned_cache(tmp_path):
+    from onnxprune.check.validate import ValidateOptions, run_validation
+
+    source = tmp_path / "decoder.onnx"
+    save_model(Model.from_proto(plain_cache_decoder()), source)
+    prune(source, tmp_path / "pruned.onnx", PruneOptions(heads=0.5, round_to=1, validate=False))
+    result = run_validation(source, tmp_path / "pruned.onnx", ValidateOptions())
+    outputs = {o["name"]: o for o in result["outputs"]}
+    assert outputs["present.0.value"]["shape"][1] == 1 and outputs["present.0.value"]["max_abs"] == 0.0

@@ -14,6 +14,7 @@ from onnx import helper
 
 from ..calib.data import load_calibration
 from ..errors import InvalidOptionError, OnnxPruneError, ValidationError
+from ..io import runtime_config
 from ..io.files import model_bytes
 from ..io.model import Model
 from ..measure import latency
@@ -55,8 +56,10 @@ def compare_models(
     seed: int,
     runs: int = 20,
     samples: int = 2,
+    trims: dict[tuple[str, int], list[int]] | None = None,
 ) -> dict[str, Any]:
-    """Max errors over `samples` random feeds, and the latency of both models.
+    """Max errors over `samples` random feeds, and the latency of both models. `trims`: KV-cache heads
+    the pruned model dropped (runtime_config.cache_trims).
 
     Small models are timed interleaved in one process. When both together exceed
     INTERLEAVE_MAX_BYTES, one session exists at a time: the original runs every feed and is timed,
@@ -64,21 +67,26 @@ def compare_models(
     """
     feeds = random_feeds(specs, resolved, seed, count=samples)
     paths = {"original": original, "pruned": pruned}
+    # KV caches that lost heads: the pruned model takes the original's past without them, and its
+    # present outputs are compared with the original's kept heads.
+    trims = trims or {}
+    feeds_of = {"original": feeds, "pruned": [runtime_config.trim(feed, trims) for feed in feeds]}
     interleaved = model_bytes(original) + model_bytes(pruned) <= INTERLEAVE_MAX_BYTES
     outputs: dict[str, list[dict[str, np.ndarray]]] = {}
     if interleaved:
         sessions = {name: _session(name, path) for name, path in paths.items()}
         for name, session in sessions.items():
-            outputs[name] = [runtime.run(session, feed, label=name) for feed in feeds]
-        timing = latency.measure_interleaved(sessions, {name: feeds[0] for name in sessions}, runs=runs)
+            outputs[name] = [runtime.run(session, feed, label=name) for feed in feeds_of[name]]
+        timing = latency.measure_interleaved(sessions, {name: feeds_of[name][0] for name in sessions}, runs=runs)
         del sessions
     else:
         timing = {}
         for name, path in paths.items():
             session = _session(name, path)
-            outputs[name] = [runtime.run(session, feed, label=name) for feed in feeds]
-            timing.update(latency.measure_interleaved({name: session}, {name: feeds[0]}, runs=runs))
+            outputs[name] = [runtime.run(session, feed, label=name) for feed in feeds_of[name]]
+            timing.update(latency.measure_interleaved({name: session}, {name: feeds_of[name][0]}, runs=runs))
             del session
+    outputs["original"] = [runtime_config.trim(output, trims) for output in outputs["original"]]
     worst: dict[str, dict] = {}
     for reference, result in zip(outputs["original"], outputs["pruned"]):
         for diff in compare.compare_outputs(reference, result):
@@ -297,7 +305,10 @@ def run_validation(reference: str | os.PathLike, pruned: str | os.PathLike,
     }
     together = model_bytes(reference) + model_bytes(pruned) <= INTERLEAVE_MAX_BYTES
     bar = progress.bar(log, "validation", total=len(feeds), unit="batch")  # `log`: a report.progress.Progress
-    for ref_out, got_out in (_paired_outputs if together else _sequential_outputs)(reference, pruned, feeds):
+    metadata = Model.load(pruned, any_opset=True).proto.metadata_props
+    trims = runtime_config.cache_trims({prop.key: prop.value for prop in metadata})  # see compare_models
+    for ref_out, got_out in (_paired_outputs if together else _sequential_outputs)(reference, pruned, feeds, trims):
+        ref_out = runtime_config.trim(ref_out, trims)
         for name, accumulator in accumulators.items():
             accumulator.add(ref_out[name], got_out[name])
         bar.update()
@@ -328,13 +339,14 @@ def run_validation(reference: str | os.PathLike, pruned: str | os.PathLike,
     }
 
 
-def _paired_outputs(reference, pruned, feeds):
+def _paired_outputs(reference, pruned, feeds, trims):
     sessions = [runtime.create_session(reference), runtime.create_session(pruned)]
     for feed in feeds:
-        yield runtime.run(sessions[0], feed, label=str(reference)), runtime.run(sessions[1], feed, label=str(pruned))
+        yield (runtime.run(sessions[0], feed, label=str(reference)),
+               runtime.run(sessions[1], runtime_config.trim(feed, trims), label=str(pruned)))
 
 
-def _sequential_outputs(reference, pruned, feeds):
+def _sequential_outputs(reference, pruned, feeds, trims):
     """Big models: ORT copies every weight, so only one session lives at a time (see compare_models);
     the reference's outputs are kept meanwhile, which for any real model is far less than its weights."""
     feeds = list(feeds)
@@ -343,4 +355,4 @@ def _sequential_outputs(reference, pruned, feeds):
     del session
     session = runtime.create_session(pruned)
     for feed, ref_out in zip(feeds, expected):
-        yield ref_out, runtime.run(session, feed, label=str(pruned))
+        yield ref_out, runtime.run(session, runtime_config.trim(feed, trims), label=str(pruned))

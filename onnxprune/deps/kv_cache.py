@@ -18,14 +18,10 @@ import json
 import onnx
 
 from ..io.model import Model
-from ..io.runtime_config import CachePair, find_cache_pairs
+from ..io.runtime_config import KV_HEADS_KEY, CachePair, find_cache_pairs
 from .space import Removal
 
 __all__ = ["CachePair", "cache_head_axes", "find_cache_pairs", "settle_cache_outputs"]
-
-# metadata_props key: JSON {past input: KV heads} written when pruning changed a cache's heads.
-KV_HEADS_KEY = "onnxprune.kv_heads"
-
 
 def cache_head_axes(pairs: dict[str, CachePair]) -> set[tuple[str, int]]:
     """(tensor, axis) of every cache input's head axis: the graph-input axes allowed to follow a space."""
@@ -52,18 +48,20 @@ def settle_cache_outputs(builder, pairs: dict[str, CachePair]) -> set[str]:
 
 
 def _resize(model: Model, pairs: list[CachePair], removal: Removal) -> None:
-    """Declare the new head count on the cache input and output, and record it in the metadata."""
+    """Declare the new head count on the cache inputs and outputs, and record which heads went in the
+    metadata (validation feeds and compares the pruned model's caches with it)."""
     values = {value.name: value for value in list(model.graph.input) + list(model.graph.output)}
-    heads: dict[str, int] = {}
+    record: dict[str, dict] = {}
     for pair in pairs:
-        removed = removal.count(pair.past, pair.head_axis)
+        removed = removal.removed(pair.past, pair.head_axis)
         for name in (pair.past, pair.present):
             dims = values[name].type.tensor_type.shape.dim
             if len(dims) > pair.head_axis and dims[pair.head_axis].HasField("dim_value"):
-                dims[pair.head_axis].dim_value -= removed
-        heads[pair.past] = values[pair.past].type.tensor_type.shape.dim[pair.head_axis].dim_value
-    if any(removal.count(pair.past, pair.head_axis) for pair in pairs):
-        set_metadata(model.proto, KV_HEADS_KEY, json.dumps(heads))
+                dims[pair.head_axis].dim_value -= removed.size
+            heads = values[pair.past].type.tensor_type.shape.dim[pair.head_axis].dim_value
+            record[name] = {"axis": pair.head_axis, "heads": heads, "removed": [int(i) for i in removed]}
+    if any(entry["removed"] for entry in record.values()):
+        set_metadata(model.proto, KV_HEADS_KEY, json.dumps(record))
 
 
 def set_metadata(proto: onnx.ModelProto, key: str, value: str) -> None:

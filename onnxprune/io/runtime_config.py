@@ -4,9 +4,10 @@ A decoder exported with its cache reads the keys and values of earlier tokens as
 (`past_key_values.N.key`) and returns them one token longer as outputs (`present.N.key`). The first
 step's past is empty, and runtimes size it from a config file beside the model, not from the graph:
 onnxruntime-genai from `genai_config.json` (model.decoder.num_key_value_heads, one value for every
-layer), Optimum and transformers.js from the Hugging Face `config.json`. When pruning removed KV
-heads, a copy of those files beside the output says so (and, for genai, names the output file);
-the tokenizer files the runtime loads from the same folder are copied along.
+layer), Optimum and transformers.js from the Hugging Face `config.json` (num_key_value_heads, and
+hidden_size // num_attention_heads or head_dim for the head size). A copy of those files beside the
+output carries the pruned counts (and, for genai, names the output file); the tokenizer files the
+runtime loads from the same folder are copied along.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from .files import write_atomic
@@ -76,6 +78,32 @@ def find_cache_pairs(graph: onnx.GraphProto, weights) -> dict[str, CachePair]:
         pair = CachePair(value.name, present, axis)
         pairs[value.name] = pairs[present] = pair
     return pairs
+
+
+# metadata_props key of a model whose KV caches lost heads: JSON {cache input or output: {"axis", "heads",
+# "removed"}}, the heads it keeps and the original's it dropped, so its caches can be fed and compared.
+KV_HEADS_KEY = "onnxprune.kv_heads"
+
+
+def cache_trims(metadata: dict[str, str]) -> dict[tuple[str, int], list[int]]:
+    """(cache input or output, axis) -> the original's heads that a pruned model dropped, from its
+    metadata_props (as a dict)."""
+    entry = metadata.get(KV_HEADS_KEY)
+    if not entry:
+        return {}
+    return {(name, int(value["axis"])): [int(i) for i in value["removed"]] for name, value in json.loads(
+        entry).items()}
+
+
+def trim(arrays: dict[str, np.ndarray], trims: dict[tuple[str, int], list[int]]) -> dict[str, np.ndarray]:
+    """The original model's cache inputs or outputs as the pruned one takes or gives them: dropped heads out."""
+    if not trims:
+        return arrays
+    trimmed = dict(arrays)
+    for (name, axis), removed in trims.items():
+        if name in trimmed:
+            trimmed[name] = np.delete(trimmed[name], removed, axis=axis)
+    return trimmed
 
 
 def kv_heads(graph: onnx.GraphProto, weights) -> list[int]:
@@ -140,14 +168,14 @@ def _update(config: dict, name: str, filename: str, kv: list[int], heads: list[i
             decoder["num_key_value_heads"] = kv[0]
         decoder["num_attention_heads"] = heads[0] if heads else _scaled(old_heads, old_kv, kv)
         return None
+    # Optimum sizes the empty past as [batch, num_key_value_heads, 0, hidden_size // num_attention_heads]
+    # (head_dim only for a few model types): num_attention_heads stays, so that ratio stays the head
+    # size; head_dim is written out for the runtimes that read it. The graph holds the query heads.
     text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-    old_heads = text.get("num_attention_heads")
-    old_kv = text.get("num_key_value_heads", old_heads)
-    if old_heads and text.get("hidden_size") and "head_dim" not in text:
-        text["head_dim"] = text["hidden_size"] // old_heads  # hidden_size stays: head_dim no longer follows from it
-    if kv:
-        text["num_key_value_heads"] = kv[0]
-    text["num_attention_heads"] = heads[0] if heads else _scaled(old_heads, old_kv, kv)
+    heads_before = text.get("num_attention_heads")
+    if heads_before and text.get("hidden_size") and "head_dim" not in text:
+        text["head_dim"] = text["hidden_size"] // heads_before
+    text["num_key_value_heads"] = kv[0]
     return None
 
 
