@@ -165,17 +165,20 @@ def _past_inputs(g: GraphBuilder, names: list[str], shape: list) -> list[str]:
     return [g.input(shape, name) for name in names]
 
 
-def mha_block(heads: int = 4, head: int = 16, hidden: int = 32, rotary: bool = True) -> onnx.ModelProto:
-    """q/k/v MatMuls without bias, RotaryEmbedding on q and k (3D, head size from the cos cache),
-    MultiHeadAttention with the projection bias, past_key_N/present_key_N caches, o_proj, SkipLayerNorm."""
+def mha_block(heads: int = 4, head: int = 16, hidden: int = 32, rotary: bool = True,
+              partial_rotary: bool = False) -> onnx.ModelProto:
+    """q/k/v MatMuls without bias, RotaryEmbedding on q and k (3D: head size from the cos cache, or with
+    partial rotation from num_heads), MultiHeadAttention with the projection bias, past_key_N/present_key_N
+    caches, o_proj, SkipLayerNorm."""
     g = contrib_builder()
     x = g.input([1, "seq", hidden], "x")
     positions = g.input([1, "seq"], "position_ids", elem_type=TensorProto.INT64)
     past = _past_inputs(g, ["past_key_0", "past_value_0"], [1, heads, "past", head])
     q, k, v = (g.op("MatMul", [x, g.weight((hidden, heads * head), f"{p}_W")], name=f"{p}_proj") for p in "qkv")
     if rotary:
-        cos, sin = rotary_caches(g, head)
-        q, k = (g.op("RotaryEmbedding", [t, positions, cos, sin], name=f"rotary_{p}", domain=MS)
+        cos, sin = rotary_caches(g, head, head // 2 if partial_rotary else None)
+        attrs = {"num_heads": heads, "rotary_embedding_dim": head // 2} if partial_rotary else {}
+        q, k = (g.op("RotaryEmbedding", [t, positions, cos, sin], name=f"rotary_{p}", domain=MS, **attrs)
                 for t, p in ((q, "q"), (k, "k")))
     bias = g.weight((3 * heads * head,), "qkv_bias")
     g.op("MultiHeadAttention", [q, k, v, bias, "", "", *past], outputs=["attn", "present_key_0", "present_value_0"],
@@ -235,10 +238,19 @@ def nbits_weight(g: GraphBuilder, name: str, k: int, n: int, block: int, bits: i
 
 
 def nbits_ffn(hidden: int = 64, width: int = 128, block: int = 16, packed_zeros: bool = True,
-              flat_scales: bool = False) -> onnx.ModelProto:
-    """An int4 FFN as ORT's MatMulNBits quantizer writes it: up (N = width, with bias), FastGelu, down (K = width)."""
+              flat_scales: bool = False, embedding: bool = False) -> onnx.ModelProto:
+    """An int4 FFN as ORT's MatMulNBits quantizer writes it: up (N = width, with bias), FastGelu, down (K = width).
+    With `embedding`, its input comes from an int4 table, as onnxruntime-genai's int4 models start:
+    GatherBlockQuantized of token ids."""
     g = contrib_builder()
-    x = g.input([1, "seq", hidden], "x")
+    if embedding:
+        table = g.const(g.rng.integers(0, 256, (32, hidden // 2), dtype=np.uint8), "embed_table")
+        scales = g.const(g.rng.uniform(0.01, 0.05, (32, hidden // block)).astype(np.float32), "embed_scales")
+        ids = g.input([1, "seq"], "input_ids", elem_type=TensorProto.INT64)
+        x = g.op("GatherBlockQuantized", [table, ids, scales], name="embed", domain=MS, gather_axis=0,
+                 quantize_axis=1, block_size=block, bits=4)
+    else:
+        x = g.input([1, "seq", hidden], "x")
     attrs = {"bits": 4, "block_size": block}
     up = g.op("MatMulNBits", [x, *nbits_weight(g, "up", hidden, width, block, packed_zeros=packed_zeros), "",
                               g.weight((width,), "up_bias")], name="up_proj", domain=MS, K=hidden, N=width, **attrs)

@@ -155,9 +155,9 @@ def test_plain_attention_with_kv_cache_graph_inputs(tmp_path):
 # ---------------------------------------------------------------------------------------- other attention
 
 
-@pytest.mark.parametrize("rotary", [True, False])
-def test_multi_head_attention_with_rotary_bias_and_cache(tmp_path, rotary):
-    proto = mha_block(rotary=rotary)
+@pytest.mark.parametrize("rotary, partial", [(True, False), (True, True), (False, False)])
+def test_multi_head_attention_with_rotary_bias_and_cache(tmp_path, rotary, partial):
+    proto = mha_block(rotary=rotary, partial_rotary=partial)
     graph = channel_graph(proto)
     space = prunable(graph, "k_W", 1, 4)
     assert {(m.tensor, m.offset, m.block) for m in space.weight_members} == {
@@ -168,6 +168,8 @@ def test_multi_head_attention_with_rotary_bias_and_cache(tmp_path, rotary):
     pruned = onnx.load(str(out))
     assert attr_of(node_of(pruned, "mha"), "num_heads") == 2
     assert _dims(pruned, "past_key_0")[1] == 2
+    if partial:
+        assert attr_of(node_of(pruned, "rotary_q"), "num_heads") == 2
 
 
 @pytest.mark.parametrize("sizes, past", [((64, 64, 64), True), (None, True), ((64, 64, 32), False)])
@@ -214,6 +216,17 @@ def test_matmul_nbits_rows_on_n_whole_blocks_on_k(tmp_path, packed_zeros):
     assert attr_of(up, "N") == attr_of(down, "K") == 64
     shapes = {t.name: list(t.dims) for t in pruned.graph.initializer}
     assert shapes["down_B"] == [64, 4, 8] and shapes["down_zeros"] == ([64, 2] if packed_zeros else [64, 4])
+
+
+def test_int4_embedding_table_keeps_shapes_known(tmp_path):
+    """ORT 1.32's symbolic shape inference takes GatherBlockQuantized's output to be as wide as its packed
+    bytes, and then gives up on the whole graph at the next MatMulNBits: io/contrib_shapes.py fixes it."""
+    proto = nbits_ffn(embedding=True)
+    graph = channel_graph(proto)
+    prunable(graph, "up_B", 0, 8)
+    pinned(graph, "up_B", 1, "GatherBlockQuantized from domain 'com.microsoft' is not understood")
+    feed = {"input_ids": np.array([[3, 1, 4, 1, 5]], np.int64)}
+    oracle(proto, tmp_path, feed, seeds=(0,))
 
 
 def test_matmul_nbits_flattened_scales_pin_k():

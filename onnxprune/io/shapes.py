@@ -12,6 +12,8 @@ from pathlib import Path
 
 import onnx
 
+from .contrib_shapes import with_contrib_fixes
+
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -75,6 +77,7 @@ def symbolic_inference(light: onnx.ModelProto) -> onnx.ModelProto | None:
     inference = _symbolic_shape_inference()
     if inference is None:
         return None
+    inference = with_contrib_fixes(inference)
     # When it cannot infer every shape (a custom op) it saves 'sym_shape_infer_temp.onnx' into the
     # current folder before raising: run it from a private folder so nothing lands in the user's.
     try:

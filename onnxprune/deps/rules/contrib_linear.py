@@ -5,7 +5,10 @@ MatMulNBits is a MatMul whose weight B is stored quantized in blocks along K: B 
 bias [N]. Output features (N) are rows of all of them, sliced like any weight's. Input features (K)
 can only go a whole block at a time: the space reaching A's last axis is coarsened to blocks of
 block_size, and each removed block drops B's blob, its scale and its zero point. Zero points packed
-several to a byte (bits < 8) are unpacked, cut and repacked by a fixup.
+several to a byte (bits < 8) are unpacked, cut and repacked by a fixup. The rewrite is exact in
+float (accuracy_level 0); at accuracy_level 4 ORT quantizes the activations to int8, and that
+quantization changes when zero blocks leave the row, within its own noise (SmolLM2 int4: 4e-2 of the
+logits' range after pruning, against 9e-2 between levels 4 and 0 on the dense model).
 
 FastGelu, BiasGelu, Gelu and QuickGelu are element-wise, with an optional bias on the last axis.
 (BiasAdd and BiasSplitGelu have no CPU kernel to check a rewrite against: they pin, by name.)
