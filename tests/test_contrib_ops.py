@@ -64,6 +64,26 @@ def test_default_domain_ops_of_onnx_runtime_load_and_misspelled_ops_do_not():
         Model.from_proto(proto)
 
 
+def test_layer_normalization_before_opset_17_is_onnx_runtimes(tmp_path):
+    """ONNX defines LayerNormalization from opset 17; ORT registers it from opset 1, and its optimizer
+    writes it into older models: accepted, the normalized axis pinned, the FFN after it pruned."""
+    from graphs import GraphBuilder
+
+    g = GraphBuilder(opset=13)
+    x = g.input([1, 4, 16], "x")
+    h = g.op("LayerNormalization", [x, g.weight((16,), "ln_scale", positive=True), g.weight((16,), "ln_bias")],
+             name="ln", axis=-1, epsilon=1e-5)
+    h = g.op("Relu", [g.op("MatMul", [h, g.weight((16, 24), "up_W")], name="up")])
+    g.op("MatMul", [h, g.weight((24, 16), "down_W")], outputs=["y"], name="down")
+    declare_output(g, "y", [1, 4, 16])
+    proto = g.model(infer=False)
+    graph = channel_graph(proto)
+    pinned(graph, "up_W", 0, "LayerNormalization 'ln'")
+    prunable(graph, "up_W", 1, 24, members={("up_W", 1, 0), ("down_W", 0, 0)})
+    oracle(proto, tmp_path, {"x": np.random.default_rng(0).standard_normal((1, 4, 16)).astype(np.float32)},
+           seeds=(0,))
+
+
 def test_unknown_contrib_op_pins_by_name_and_the_rest_prunes(tmp_path):
     g = contrib_builder()
     x = g.input([1, 4, 16], "x")

@@ -121,11 +121,20 @@ def checkable(proto: onnx.ModelProto) -> onnx.ModelProto:
     version = next((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None)
     if version is None:
         return proto
-    moved = False
-    for node in proto.graph.node:
-        if node.domain in ("", "ai.onnx") and not _onnx_knows(node.op_type, version):
-            node.domain = RUNTIME_DOMAIN
-            moved = True
+    moved = _move_runtime_ops(proto.graph, version)
     if moved and all(entry.domain != RUNTIME_DOMAIN for entry in proto.opset_import):
         proto.opset_import.add(domain=RUNTIME_DOMAIN, version=1)
     return proto
+
+
+def _move_runtime_ops(graph: onnx.GraphProto, version: int) -> bool:
+    """Move the runtime-only default-domain nodes of `graph` and its subgraphs; True if any moved."""
+    moved = False
+    for node in graph.node:
+        if node.domain in ("", "ai.onnx") and not _onnx_knows(node.op_type, version):
+            node.domain = RUNTIME_DOMAIN
+            moved = True
+        for attribute in node.attribute:
+            for body in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs):
+                moved = _move_runtime_ops(body, version) or moved
+    return moved
