@@ -22,6 +22,7 @@ Results go to bench/results/startup.json.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import statistics
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=MODEL)
     args = parser.parse_args(argv)
 
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     with tempfile.TemporaryDirectory(prefix="onnxprune-startup-") as name:
         folder = Path(name)
         runs = commands(args.model, folder)
@@ -146,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratios,
         "passed": passed,
         "onnxsim": "installed" if "onnxsim" in results else "not installed (pip install -e '.[bench]')",
+        # Other work on the machine slows every command alike (they alternate), but inflates wall times.
+        "load_average_1m": {"before": load_before and round(load_before[0], 2),
+                            "after": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None},
         "machine": machine_facts(),
     }
     path = write_results("startup.json", payload)
