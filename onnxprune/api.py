@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .calib.data import load_calibration
+from .check.inputs import headline_notes
 from .check.stats import model_stats
 from .check.validate import compare_models, validation_inputs
 from .errors import InvalidModelError, InvalidOptionError
@@ -45,6 +46,13 @@ class PruneOptions:
     sparse: str | None = None  # "2:4", "4:8" (N:M) or "0.5" (unstructured fraction of zeros)
     sparse_min_params: int = 0  # leave weights with fewer parameters dense
     samples: int = 4  # random batches when there is no calibration data
+    val_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # --val-range ("" = every input)
+    load_inputs: str | None = None  # validation feeds (Polygraphy JSON or .npz); else --calib's, else random
+    recover: bool = False  # distill the original into the pruned model on the calibration data (passes/recover.py)
+    recover_steps: int | None = None  # all rounds together; None: 200 unless recover_time is given
+    recover_time: float | None = None  # seconds of training, all rounds together
+    recover_lr: float | None = None  # step size relative to each weight's RMS; None: RecoverSettings' default
+    recover_rounds: int = 1  # progressive pruning: K rounds of (prune 1/K of the way, recover)
 
     def check(self) -> None:
         from onnxprune.passes import ACTIVATION_CRITERIA, CRITERIA
@@ -78,6 +86,9 @@ class PruneOptions:
             raise InvalidOptionError(f"--calib-batch must be at least 1, got {self.calib_batch}")
         if self.round_to < 1:
             raise InvalidOptionError(f"--round-to must be at least 1, got {self.round_to}")
+        if self.val_ranges and self.calib:
+            raise InvalidOptionError("--val-range applies to random inputs; with --calib, validation and scoring "
+                                     "use the calibration data")
 
 
 def effective_criterion(options: PruneOptions) -> str:
@@ -168,20 +179,23 @@ def prune(
     # write to, and the one the output's bytes are then copied into.
     model.held.folder = target.parent if str(target.parent) else Path(".")
     input_check = staging.full_check_error(model)
-    specs, shapes, notes = validation_inputs(model, options.shapes, options.seed)
+    calibration, given, label = _given_inputs(model, options, log)
+    specs, shapes, notes = validation_inputs(model, options.shapes, options.seed, feeds=given, feeds_label=label,
+                                             val_ranges=options.val_ranges)
+    for note in headline_notes(notes):  # before the work, so a wrong guess can be stopped early
+        log(f"note: {note}")
     before = model_stats(model, shapes)
     context = Context(model, options={"exclude": options.exclude}, log=log)
     context.report.update(schema_version=1, input=str(source), output=str(target), seed=options.seed, notes=notes,
                           options=_options_dict(options))
     if options.target_latency is not None:
         return _prune_to_latency(source, target, options, log)
-    calibration = None
     from onnxprune.passes import ACTIVATION_CRITERIA
 
     structured = options.structured or options.heads or options.target_flops or options.target_params
-    if options.calib or options.drop_layers or options.compensate or options.target_flops or (
+    if calibration is None and (options.drop_layers or options.compensate or options.target_flops or (
             options.target_params) or sparse_needs_activations(options) or (
-            (structured or not options.sparse) and effective_criterion(options) in ACTIVATION_CRITERIA):
+            (structured or not options.sparse) and effective_criterion(options) in ACTIVATION_CRITERIA)):
         calibration = load_calibration(options.calib, specs, shapes, seed=options.seed, batch=options.calib_batch,
                                        random_batches=options.samples, log=log)
     run_pipeline(build_passes(options, calibration, shapes), context)
@@ -195,13 +209,36 @@ def prune(
     report = context.report
     report["before"], report["after"] = before, after
     report["shapes"] = {name: list(shape) for name, shape in shapes.items()}
-    _write_checked(model, source, target, options, report, specs, shapes, log, input_check)
+    _write_checked(model, source, target, options, report, specs, shapes, log, input_check, given)
     report["prune_seconds"] = round(time.perf_counter() - started, 3)
     return report
 
 
+def _given_inputs(model: Model, options: PruneOptions, log: Callable[[str], None]):
+    """--calib and --load-inputs, read before anything runs: (calibration data or None, the feeds
+    validation uses or None, their label). Validation takes --load-inputs, else the calibration data."""
+    if not (options.calib or options.load_inputs):
+        return None, None, ""
+    from .calib.data import load_input_feeds
+    from .check.inputs import model_input_specs
+
+    specs = [spec for spec in model_input_specs(model.proto) if not model.is_weight(spec.name)]
+    calibration = None
+    if options.calib:
+        calibration = load_calibration(options.calib, specs, {}, seed=options.seed, batch=options.calib_batch,
+                                       random_batches=options.samples, log=log)
+    if options.load_inputs:
+        return calibration, load_input_feeds(options.load_inputs, specs), f"--load-inputs '{options.load_inputs}'"
+    return calibration, calibration.feeds[:VALIDATION_FEEDS], f"--calib '{options.calib}'"
+
+
+# Feeds of --calib that validation runs (it compares two random feeds without --calib).
+VALIDATION_FEEDS = 2
+
+
 def _write_checked(model: Model, source: Path, target: Path, options: PruneOptions, report: dict[str, Any],
-                   specs, shapes: dict, log: Callable[[str], None], input_check: str | None) -> None:
+                   specs, shapes: dict, log: Callable[[str], None], input_check: str | None,
+                   feeds: list | None = None) -> None:
     """Check the graph (onnx's full check, if the input passed it), save into a private folder beside
     `target`, let ONNX Runtime load, run and compare it there unless --no-validate, and only then move
     it to `target`. `input_check`: the input's full-check complaint, None when it passed."""
@@ -214,9 +251,11 @@ def _write_checked(model: Model, source: Path, target: Path, options: PruneOptio
         if options.validate:
             log("validating in ONNX Runtime")
             report["validation"] = compare_models(source, staged, specs, shapes, options.seed,
-                                                  runs=options.latency_runs,
+                                                  runs=options.latency_runs, feeds=feeds,
                                                   trims=runtime_config.cache_trims(
                                                       {p.key: p.value for p in model.proto.metadata_props}))
+            report["validation"]["inputs"] = (f"--load-inputs '{options.load_inputs}'" if options.load_inputs else
+                                              f"--calib '{options.calib}'" if feeds else "random")
             if options.sparse:
                 report["tensorrt"] = _tensorrt_check(source, staged, shapes, options.seed, log)
         staging.commit(staged, target)
@@ -255,7 +294,7 @@ def _prune_to_latency(source: Path, target: Path, options: PruneOptions, log: Ca
             trial = dataclasses.replace(options, target_latency=None, target_flops=flops, validate=False)
             report = prune(source, candidate, trial, log)
             model = Model.load(candidate)
-            specs, shapes, _ = validation_inputs(model, options.shapes, options.seed)
+            specs, shapes, _ = validation_inputs(model, options.shapes, options.seed, probe=False)
             feed = random_feeds(specs, shapes, options.seed)[0]
             sessions = {"original": runtime.create_session(source), "pruned": runtime.create_session(candidate)}
             timing = latency.measure_interleaved(sessions, {"original": feed, "pruned": feed}, runs=30)

@@ -8,7 +8,11 @@ Sources, the same conventions as Polygraphy's data loaders:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import importlib.util
+import io
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -36,18 +40,22 @@ class CalibrationData:
         return len(self.feeds)
 
 
-def _check_feed(feed: dict, specs: list[InputSpec], where: str) -> dict[str, np.ndarray]:
+def _check_feed(feed: dict, specs: list[InputSpec], where: str, option: str = "--calib") -> dict[str, np.ndarray]:
     names = {spec.name for spec in specs}
     missing = names - set(feed)
     if missing:
-        raise InvalidOptionError(f"--calib {where}: no data for model input(s) {', '.join(sorted(missing))}")
+        raise InvalidOptionError(f"{option} {where}: no data for model input(s) {', '.join(sorted(missing))}")
     out = {}
     for spec in specs:
         array = np.asarray(feed[spec.name])
         if spec.shape is not None and array.ndim != len(spec.shape):
             raise InvalidOptionError(
-                f"--calib {where}: input '{spec.name}' has rank {array.ndim}, the model expects {len(spec.shape)}"
+                f"{option} {where}: input '{spec.name}' has rank {array.ndim}, the model expects {len(spec.shape)}"
             )
+        for axis, (declared, size) in enumerate(zip(spec.shape or (), array.shape)):
+            if isinstance(declared, int) and declared != size:
+                raise InvalidOptionError(f"{option} {where}: input '{spec.name}' has shape "
+                                         f"{'x'.join(map(str, array.shape))}, the model fixes dim {axis} to {declared}")
         out[spec.name] = array.astype(spec.dtype, copy=False)
     return out
 
@@ -63,6 +71,8 @@ def _from_npz(path: Path, specs: list[InputSpec], batch: int, limit: int | None)
     if absent:
         raise InvalidOptionError(f"--calib '{path}' has no array for input(s) {', '.join(absent)} "
                                  f"(it has {', '.join(arrays) or 'none'})")
+    # A model that fixes its batch dim runs only at that batch, whatever --calib-batch says.
+    batch = _fixed_batch(specs) or batch
     count = min(arrays[name].shape[0] for name in names)
     if limit is not None:
         count = min(count, limit)
@@ -73,6 +83,12 @@ def _from_npz(path: Path, specs: list[InputSpec], batch: int, limit: int | None)
         feed = {name: arrays[name][start:start + batch] for name in names}
         feeds.append(_check_feed(feed, specs, f"'{path}'"))
     return feeds
+
+
+def _fixed_batch(specs: list[InputSpec]) -> int | None:
+    dims = {spec.shape[0] if spec.shape else None for spec in specs}
+    (dim,) = dims if len(dims) == 1 else (None,)
+    return dim if isinstance(dim, int) and dim > 0 else None
 
 
 def _from_script(path: Path, specs: list[InputSpec], limit: int | None) -> list[dict[str, np.ndarray]]:
@@ -98,6 +114,61 @@ def _from_script(path: Path, specs: list[InputSpec], limit: int | None) -> list[
     if not feeds:
         raise InvalidOptionError(f"--calib '{path}': load_data() yielded nothing")
     return feeds
+
+
+def load_input_feeds(source: str | os.PathLike, specs: list[InputSpec]) -> list[dict[str, np.ndarray]]:
+    """--load-inputs: feeds exactly as given, as Polygraphy's `--load-inputs` reads them.
+
+    A .json file is a list of feed dicts (input name -> array) in Polygraphy's encoding (what
+    `polygraphy run --save-inputs` writes: base64 of np.save), or with plain nested lists; an .npz
+    holds one feed (input name -> array, fed as it is, not split into samples like --calib's).
+    """
+    path = Path(source)
+    if not path.is_file():
+        raise InvalidOptionError(f"--load-inputs '{path}' does not exist")
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                raw = [{name: archive[name] for name in archive.files}]
+        except (OSError, ValueError) as exc:
+            raise InvalidOptionError(f"--load-inputs '{path}' is not a readable .npz file ({exc})") from None
+    elif path.suffix == ".json":
+        try:
+            loaded = json.loads(path.read_text(), object_hook=_decode_polygraphy_array)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise InvalidOptionError(f"--load-inputs '{path}' is not a readable JSON file "
+                                     f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raw = [loaded] if isinstance(loaded, dict) else loaded
+        if not isinstance(raw, list) or not all(isinstance(feed, dict) for feed in raw):
+            raise InvalidOptionError(f"--load-inputs '{path}': expected a list of feeds (input name -> array)")
+    else:
+        raise InvalidOptionError(f"--load-inputs '{path}': give a .json feed list (Polygraphy's) or an .npz")
+    if not raw:
+        raise InvalidOptionError(f"--load-inputs '{path}' holds no feeds")
+    feeds = []
+    for feed in raw:
+        try:
+            arrays = {name: np.asarray(value) for name, value in feed.items()}
+        except ValueError as exc:
+            raise InvalidOptionError(f"--load-inputs '{path}': an input is not an array ({exc})") from None
+        feeds.append(_check_feed(arrays, specs, f"'{path}'", "--load-inputs"))
+    return feeds
+
+
+def _decode_polygraphy_array(obj: dict) -> object:
+    """Polygraphy's JSON form of an ndarray: {"array": base64 of np.save, "polygraphy_class": "ndarray"}
+    (older files mark it with "__polygraphy_encoded_ndarray" and may hold latin-1 text)."""
+    if "array" not in obj or not (obj.get("polygraphy_class") == "ndarray" or "__polygraphy_encoded_ndarray" in obj):
+        return obj
+    text = obj["array"]
+    try:
+        data = base64.b64decode(text.encode(), validate=True)
+    except (ValueError, binascii.Error):
+        data = text.encode("latin-1")
+    loaded = np.load(io.BytesIO(data), allow_pickle=False)
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    return next(iter(loaded.values()))  # an old file holding an .npz archive
 
 
 def load_calibration(

@@ -16,15 +16,44 @@ Dim = int | str | None
 
 
 @dataclass(frozen=True)
+class ValueRule:
+    """The values an input accepts when not any value will do (random data would fail or mislead).
+
+    kind "ids": integers in [low, high) (rows of the table they index: vocabulary, positions);
+    "mask": 0/1, mostly 1 (each row ends in zeros, so neither 1 = keep nor 1 = pad masks every position);
+    "choices": one of `choices` (constants the graph compares the input with, e.g. a sample rate);
+    "uniform": uniform in [low, high], integers with both ends included (--val-range, Polygraphy's rule).
+    `why` says where the rule came from, for the report.
+    """
+
+    kind: str
+    low: float = 0.0
+    high: float = 0.0
+    choices: tuple[float, ...] = ()
+    why: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "ids":
+            return f"ids in [{self.low:g}, {self.high:g})"
+        if self.kind == "choices":
+            return "one of " + ", ".join(f"{c:g}" for c in self.choices)
+        if self.kind == "mask":
+            return "0/1 mask, mostly 1"
+        return f"uniform in [{self.low:g}, {self.high:g}]"
+
+
+@dataclass(frozen=True)
 class InputSpec:
     """A graph input as declared: symbolic dims are their name (str) or None when unnamed.
 
-    `shape` is None when the model does not declare the input's rank at all.
+    `shape` is None when the model does not declare the input's rank at all. `values`, when set,
+    constrains the random data drawn for it (check.value_rules finds these in the graph).
     """
 
     name: str
     dtype: np.dtype
     shape: tuple[Dim, ...] | None
+    values: ValueRule | None = None
 
 
 def parse_shapes(specs: Iterable[str]) -> dict[str, tuple[int, ...]]:
@@ -140,7 +169,8 @@ def model_input_specs(model: onnx.ModelProto) -> list[InputSpec]:
 
 def _dim(dim: onnx.TensorShapeProto.Dimension) -> Dim:
     if dim.HasField("dim_value"):
-        return dim.dim_value
+        # paddle2onnx writes dynamic dims as dim_value -1: symbolic, like an unnamed dim.
+        return dim.dim_value if dim.dim_value >= 0 else None
     if dim.HasField("dim_param"):
         return dim.dim_param
     return None
@@ -151,8 +181,14 @@ def resolve_shapes(
     overrides: Mapping[str, tuple[int, ...]],
     default_dim: int = 1,
     default_other_dim: int = 8,
+    suggested: Mapping[str | tuple[str, int], tuple[int, str]] | None = None,
 ) -> tuple[dict[str, tuple[int, ...]], list[str]]:
-    """Concrete shapes for every input, plus a note for each dim that had to be guessed."""
+    """Concrete shapes for every input, plus a note for each dim that had to be guessed.
+
+    `suggested` gives a value and its reason for a symbolic dim, keyed by the dim's name or, for an
+    unnamed dim, by (input name, axis): check.dim_choice derives these from the graph.
+    """
+    suggested = suggested or {}
     if default_dim < 1:
         raise InvalidOptionError(
             f"default dim must be a positive integer, got {default_dim}"
@@ -194,6 +230,14 @@ def resolve_shapes(
                 notes.append(
                     f"input '{spec.name}' dim {axis} ('{dim}') set to {value} to match input '{source}'"
                 )
+            elif _key(spec.name, axis, dim) in suggested:
+                value, reason = suggested[_key(spec.name, axis, dim)]
+                if isinstance(dim, str):
+                    bound.setdefault(dim, (value, spec.name))
+                resolved.append(value)
+                label = f"'{dim}'" if dim else "unnamed"
+                notes.append(f"input '{spec.name}' dim {axis} ({label}) set to {value} ({reason}); "
+                             "pass --shapes to choose")
             else:
                 label = f"'{dim}'" if dim else "unnamed"
                 # A batch of 1 is the usual deployment case; a sequence of 1 would leave attention
@@ -208,6 +252,17 @@ def resolve_shapes(
                 )
         shapes[spec.name] = tuple(resolved)
     return shapes, notes
+
+
+def headline_notes(notes: Sequence[str]) -> list[str]:
+    """The notes of resolve_shapes worth saying before the work starts: sizes and lengths chosen, not
+    batch dims set to 1 nor dims set to match another input."""
+    return [note for note in notes if " set to 1;" not in note and "to match input" not in note]
+
+
+def _key(name: str, axis: int, dim: Dim) -> str | tuple[str, int]:
+    """A symbolic dim's key: its name (shared by every input that uses it), or (input, axis) if unnamed."""
+    return dim if isinstance(dim, str) else (name, axis)
 
 
 def _check_override(spec: InputSpec, shape: tuple[int, ...]) -> None:
@@ -249,6 +304,8 @@ def _random_array(
     rng: np.random.Generator, spec: InputSpec, shape: tuple[int, ...]
 ) -> np.ndarray:
     dtype = spec.dtype
+    if spec.values is not None and (dtype == np.bool_ or _is_float(dtype) or _is_integer(dtype)):
+        return _ruled_array(rng, spec.values, dtype, shape)
     if dtype == np.bool_:
         return rng.random(shape) < 0.5
     if _is_float(dtype):
@@ -260,6 +317,23 @@ def _random_array(
     raise ValidationError(
         f"input '{spec.name}' has type {dtype}; cannot generate random data for it"
     )
+
+
+def _ruled_array(rng: np.random.Generator, rule: ValueRule, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    if rule.kind == "mask":
+        # Ones, then zeros over the last quarter of the last axis: a real padding mask's look, and
+        # no row is all masked whichever value means "masked" (that would give NaN softmax rows).
+        mask = np.ones(shape, dtype=np.int64)
+        if len(shape) and shape[-1] > 1:
+            mask[..., shape[-1] - max(1, shape[-1] // 4):] = 0
+        return mask.astype(dtype)
+    if rule.kind == "choices":
+        return rng.choice(np.asarray(rule.choices, dtype=np.float64), size=shape).astype(dtype)
+    if rule.kind == "ids":
+        return rng.integers(int(rule.low), int(rule.high), size=shape).astype(dtype)
+    if dtype == np.bool_ or _is_integer(dtype):
+        return rng.integers(int(rule.low), int(rule.high), size=shape, endpoint=True).astype(dtype)
+    return (rule.low + (rule.high - rule.low) * rng.random(shape)).astype(dtype)
 
 
 def _is_float(dtype: np.dtype) -> bool:

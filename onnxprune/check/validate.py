@@ -19,16 +19,42 @@ from ..io.files import model_bytes
 from ..io.model import Model
 from ..measure import latency
 from ..report import progress
-from . import compare, runtime
+from . import compare, first_run, runtime
 from .compare import OutputAccumulator
 from .gates import Gates, evaluate, failure_line
 from .inputs import InputSpec, model_input_specs, random_feeds, resolve_shapes
+from .value_rules import attach_value_rules
 
 
-def validation_inputs(model: Model, shapes: dict[str, tuple[int, ...]], seed: int):
+def validation_inputs(model: Model, shapes: dict[str, tuple[int, ...]], seed: int, *,
+                      feeds: list[dict[str, np.ndarray]] | None = None, feeds_label: str = "the given inputs",
+                      val_ranges: dict[str, tuple[float, float]] | None = None, probe: bool = True):
+    """What to feed `model`: its input specs (with the values each accepts), a concrete shape per input
+    and notes on the dims that were chosen.
+
+    Shapes come from --shapes (`shapes`), else from `feeds` (--calib, --load-inputs; batch dims as
+    1, so statistics count one sample), else from check.dim_choice. With `probe` the ORIGINAL model
+    (`model` as loaded from its file) runs once on them (check.first_run): a choice it does not run
+    at is replaced by one it runs at, or the run stops with one line that says what to pass.
+    """
     specs = [spec for spec in model_input_specs(model.proto) if not model.is_weight(spec.name)]
-    resolved, notes = resolve_shapes(specs, shapes)
+    specs = attach_value_rules(model, specs, val_ranges)
+    if not feeds:
+        resolved, notes = first_run.choose_shapes(model, specs, shapes, seed, probe=probe)
+        return specs, resolved, notes
+    given = {spec.name: _per_sample(spec, np.shape(feeds[0][spec.name])) for spec in specs
+             if spec.name not in shapes and spec.name in feeds[0]}
+    resolved, notes = resolve_shapes(specs, {**given, **shapes})
+    if probe:
+        first_run.check_feed(model, feeds[0], feeds_label)
     return specs, resolved, notes
+
+
+def _per_sample(spec: InputSpec, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A feed's shape with its symbolic batch dims as 1 (axis 0, or named like a batch)."""
+    declared = spec.shape or ()
+    return tuple(1 if axis < len(declared) and not isinstance(declared[axis], int) and (
+        axis == 0 or "batch" in str(declared[axis]).lower()) else size for axis, size in enumerate(shape))
 
 
 # Above this many bytes (both models, external data included) the two ONNX Runtime sessions are
@@ -56,6 +82,7 @@ def compare_models(
     seed: int,
     runs: int = 20,
     samples: int = 2,
+    feeds: list[dict[str, np.ndarray]] | None = None,
     trims: dict[tuple[str, int], list[int]] | None = None,
 ) -> dict[str, Any]:
     """Max errors over `samples` random feeds, and the latency of both models. `trims`: KV-cache heads
@@ -65,7 +92,7 @@ def compare_models(
     INTERLEAVE_MAX_BYTES, one session exists at a time: the original runs every feed and is timed,
     its outputs are kept and its session freed, then the pruned model does the same.
     """
-    feeds = random_feeds(specs, resolved, seed, count=samples)
+    feeds = list(feeds) if feeds else random_feeds(specs, resolved, seed, count=samples)
     paths = {"original": original, "pruned": pruned}
     # KV caches that lost heads: the pruned model takes the original's past without them, and its
     # present outputs are compared with the original's kept heads.
@@ -96,7 +123,7 @@ def compare_models(
                 worst[diff.name] = entry
     return {
         "outputs": list(worst.values()),
-        "samples": samples,
+        "samples": len(feeds),
         "latency_ms": {name: stats.to_dict() for name, stats in timing.items()},
         "latency_mode": "interleaved" if interleaved else "sequential",
         "speedup": round(latency.speedup(timing["original"], timing["pruned"]), 4),

@@ -42,6 +42,12 @@ from .common import check_side_outputs, progress_log
               help="Compare outputs and latency of both models in ONNX Runtime.")
 @click.option("--shapes", multiple=True, metavar="NAME:DIMS", help="Shapes for symbolic dims, e.g. x:1x3x224x224.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random validation inputs.")
+@click.option("--val-range", "val_range", multiple=True, metavar="[NAME:]LO,HI",
+              help="Draw random inputs uniformly from [LO, HI] (integers: both ends included); a bare range is "
+                   "the default for every input. Default: ids inside the table they index, 0/1 masks, normal floats.")
+@click.option("--load-inputs", metavar="FILE",
+              help="Validate on these feeds: a JSON list of feeds (Polygraphy's --save-inputs) or an .npz holding "
+                   "one feed. Default: the --calib data, else seeded random inputs.")
 @click.option("--json", "--report", "report_path", metavar="PATH",
               help="Write the JSON report here (--report is the older name, still accepted).")
 @click.option("--html", "html_path", metavar="PATH", help="Write the report as a self-contained HTML page with plots.")
@@ -52,10 +58,11 @@ def command(source, target, structured, heads, drop_layers, criterion, sparse, s
                   calib_batch, target_flops,
                   target_params, target_latency, compensate,
                   global_ranking, round_to, exclude,
-                  validate, shapes, seed, report_path, html_path, external_data, quiet) -> None:
+                  validate, shapes, seed, val_range, load_inputs, report_path, html_path, external_data, quiet) -> None:
     """Remove channels from IN and write the smaller model to OUT."""
     from ..api import PruneOptions, check_paths, prune, write_json
     from ..check.inputs import parse_shapes
+    from ..check.validate import parse_val_ranges
     from ..report.summary import summary
 
     # Every path is checked before any work: the input, then OUT (and OUT.data), then the reports.
@@ -69,6 +76,7 @@ def command(source, target, structured, heads, drop_layers, criterion, sparse, s
         global_ranking=global_ranking, round_to=round_to,
         exclude=list(exclude), validate=validate, shapes=parse_shapes(shapes), seed=seed,
         external_data=external_data, sparse=sparse, sparse_min_params=sparse_min_params,
+        val_ranges=parse_val_ranges(val_range), load_inputs=load_inputs,
     )
     report = prune(source, target, options, log=log)
     if report_path:

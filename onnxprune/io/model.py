@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ..errors import InvalidModelError
 from . import protoio, protowrite, spill
 from .protoio import WeightData
-from .shapes import TensorInfo, collect, onnx_inference, symbolic_inference, unresolved
+from .shapes import TensorInfo, clear_negative_dims, collect, onnx_inference, symbolic_inference, unresolved
 from .wellformed import check_opset, check_structure, subgraph_outer_inputs
 
 # Integer initializers up to this many elements are shape-like constants that shape inference needs.
@@ -54,6 +54,7 @@ class Model:
         loaded = protoio.read_model(path)
         model = cls(loaded.proto, loaded.weights, Path(path), loaded.had_external_data)
         model._maps = loaded.maps
+        clear_negative_dims(model.graph)
         check_opset(model.opset, any_opset)
         model.lift_constants()
         check_structure(model.graph, model.weights, model.opset)
@@ -79,6 +80,7 @@ class Model:
             weights.append(weight)
         del proto_copy.graph.initializer[:]
         model = cls(proto_copy, weights)
+        clear_negative_dims(model.graph)
         check_opset(model.opset)
         model.lift_constants()
         check_structure(model.graph, model.weights, model.opset)

@@ -39,13 +39,26 @@ def tensor_info(value_info: onnx.ValueInfoProto) -> TensorInfo | None:
         return TensorInfo(tensor_type.elem_type, None)
     dims = []
     for dim in tensor_type.shape.dim:
-        if dim.HasField("dim_value"):
+        if dim.HasField("dim_value") and dim.dim_value >= 0:
             dims.append(int(dim.dim_value))
         elif dim.HasField("dim_param"):
             dims.append(dim.dim_param)
         else:
             dims.append(None)
     return TensorInfo(tensor_type.elem_type, tuple(dims))
+
+
+def clear_negative_dims(graph: onnx.GraphProto) -> int:
+    """paddle2onnx writes dynamic dims as `dim_value: -1`, which the spec does not allow: make them
+    unnamed symbolic dims, as a dim without value or name is. Returns how many were cleared."""
+    cleared = 0
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            for dim in value.type.tensor_type.shape.dim:
+                if dim.HasField("dim_value") and dim.dim_value < 0:
+                    dim.Clear()
+                    cleared += 1
+    return cleared
 
 
 def collect(inferred: onnx.ModelProto | None, infos: dict[str, TensorInfo]) -> None:
