@@ -305,3 +305,18 @@ def plain_cache_decoder(heads: int = 4, kv_heads: int = 2, head: int = 8, hidden
     for name in ("present.0.key", "present.0.value"):
         declare_output(g, name, [1, kv_heads, "total", head])
     return g.model()
+
+
+def cross_attention_block(heads: int = 4, head: int = 16, hidden: int = 32) -> onnx.ModelProto:
+    """MultiHeadAttention with key and value already split into heads [B, H, L, D] (an encoder's
+    states, as cross attention reads them) and a query from this stream."""
+    g = contrib_builder()
+    x, memory = g.input([1, "seq", hidden], "x"), g.input([1, "mem", hidden], "memory")
+    q = g.op("MatMul", [x, g.weight((hidden, heads * head), "q_W")], name="q_proj")
+    k, v = (g.op("Transpose", [g.op("Reshape", [g.op("MatMul", [memory, g.weight((hidden, heads * head), f"{p}_W")],
+                                                      name=f"{p}_proj"), g.ints([0, 0, heads, head])])],
+                 perm=[0, 2, 1, 3]) for p in "kv")
+    g.op("MultiHeadAttention", [q, k, v], outputs=["attn"], name="mha", domain=MS, num_heads=heads)
+    g.op("MatMul", ["attn", g.weight((heads * head, hidden), "o_W")], outputs=["y"], name="o_proj")
+    declare_output(g, "y", [1, "seq", hidden])
+    return g.model()

@@ -17,6 +17,7 @@ from contrib_graphs import (
     MS,
     attention_block,
     contrib_builder,
+    cross_attention_block,
     declare_output,
     decoder_feed,
     genai_decoder,
@@ -190,6 +191,15 @@ def test_multi_head_attention_with_rotary_bias_and_cache(tmp_path, rotary, parti
     assert _dims(pruned, "past_key_0")[1] == 2
     if partial:
         assert attr_of(node_of(pruned, "rotary_q"), "num_heads") == 2
+
+
+def test_cross_attention_with_keys_and_values_split_into_heads(tmp_path):
+    proto = cross_attention_block()
+    prunable(channel_graph(proto), "k_W", 1, 4, members={("q_W", 1, 0), ("k_W", 1, 0), ("v_W", 1, 0), ("o_W", 0, 0)})
+    feed = {"x": np.ones((1, 3, 32), np.float32), "memory": np.random.default_rng(0).standard_normal(
+        (1, 5, 32)).astype(np.float32)}
+    out = oracle(proto, tmp_path, feed, seeds=(0,))[0][2]
+    assert attr_of(node_of(onnx.load(str(out)), "mha"), "num_heads") == 2
 
 
 @pytest.mark.parametrize("sizes, past", [((64, 64, 64), True), (None, True), ((64, 64, 32), False)])

@@ -51,6 +51,8 @@ class SpaceBuilder:
         self._frozen: dict[tuple[str, int], tuple[onnx.NodeProto, str, np.ndarray]] = {}
         self._size_slots: dict[tuple[str, int, int], tuple[str, int]] = {}
         self.head_axes: set[tuple[str, int]] = set()  # axes a Reshape split off as attention heads
+        # Head layouts that fused attention ops (GroupQueryAttention, MultiHeadAttention...) read as heads.
+        self.attention_heads: list[Layout] = []
         # DequantizeLinear outputs of constant int weights (QDQ models): rules treat them as weights.
         self.dequantized: dict[str, Dequantized] = find_dequantized(model)
         # KV-cache inputs (past_key_values.N.key) whose head axis may follow the heads removed.

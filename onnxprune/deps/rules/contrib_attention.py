@@ -8,7 +8,9 @@ multi-query attention, keeps its KV head and loses query heads inside the group)
 the units in order with a block of channels per unit: `group * head_size` on the query and the
 output, `head_size` on key and value, `group` on per-query-head axes (attention bias, head sinks),
 one on a cache's head axis. A packed QKV input is [q heads | k heads | v heads]. Fixups rewrite the
-head-count attributes. head_size comes from the shapes, so it need not be hidden / heads.
+head-count attributes. head_size comes from the shapes, so it need not be hidden / heads. Each rule
+records its units in `builder.attention_heads`: a Reshape that split the heads feeding a fused op is
+proven attention (deps/attention.py), as one feeding Q @ K^T -> Softmax -> @ V is.
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ def group_query_attention(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
         builder.pin_node(node, f"{node.op_type} with a quantized KV cache")
         return
     units = _units(builder, heads, kv_heads)
+    builder.attention_heads.append(units.layout)
     q_layout = _widen(builder, units, units.query_heads * head_size)
     k_layout, v_layout = (_kv_layout(builder, node, units, head_size) for _ in range(2))
     if key:
@@ -159,26 +162,24 @@ def group_query_attention(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
 
 @rule("MultiHeadAttention", domain=CONTRIB)
 def multi_head_attention(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
-    """query [B, S, H*D] (or packed [B, S, H, 3, D]); key/value [B, L, H*D] (packed KV [B, L, H, 2, D],
-    or already [B, H, L, D]); bias [q | k | v]; attention_bias [B|1, H|1, S, T]; past and present
-    [B, H, T, D]; output [B, S, H*Dv]; qk [B, H, S, T]."""
+    """query [B, S, H*D]; key/value [B, L, H*D], or already split [B, H, L, D] (cross attention);
+    bias [q | k | v]; attention_bias [B|1, H|1, S, T]; past and present [B, H, T, D]; output
+    [B, S, H*Dv]; qk [B, H, S, T]. The packed forms ([B, L, H, 3, D] QKV, [B, L, H, 2, D] KV) have no
+    CPU kernel to check a rewrite against, and the beam-search cache indirection is not followed:
+    those pin."""
     heads = int(attr(node, "num_heads", 0))
     query, key, value, bias = node.input[0], input_at(node, 1), input_at(node, 2), input_at(node, 3)
     q_rank, k_rank = builder.rank(query), builder.rank(key) if key else None
-    if not heads or q_rank not in (3, 5) or (key and k_rank not in (3, 4, 5)) or input_at(node, 9):
-        builder.pin_node(node, f"{node.op_type} of a form not understood (packing, beam search cache)")
+    if not heads or q_rank != 3 or (key and k_rank not in (3, 4)) or input_at(node, 9):
+        builder.pin_node(node, f"{node.op_type} of a form not handled (packed QKV or KV, beam search cache)")
         return
     units = Units(builder.atoms.fresh(heads), 1, True)
-    if q_rank == 5:  # packed QKV [B, S, H, 3, D]
-        head_size = v_size = builder.dim(query, 4)
-        _tie(builder, node, query, 2, units.layout)
-        _pin_other_axes(builder, node, query, {0, 1, 2})
-    else:
-        width = builder.dim(query, 2)
-        head_size = width // heads if width else None
-        _tie(builder, node, query, 2, _widen(builder, units, head_size) if head_size else None)
-        _pin_other_axes(builder, node, query, {0, 1, 2})
-        v_size = _mha_key_value(builder, node, units, heads, key, value, k_rank, head_size)
+    builder.attention_heads.append(units.layout)
+    width = builder.dim(query, 2)
+    head_size = width // heads if width else None
+    _tie(builder, node, query, 2, _widen(builder, units, head_size) if head_size else None)
+    _pin_other_axes(builder, node, query, {0, 1, 2})
+    v_size = _mha_key_value(builder, node, units, heads, key, value, k_rank, head_size)
     if not head_size or not v_size:
         builder.pin_node(node, f"{node.op_type} with unknown head sizes")
         return
@@ -208,10 +209,6 @@ def _mha_key_value(builder: SpaceBuilder, node: onnx.NodeProto, units: Units, he
     """Ties MultiHeadAttention's key and value; returns the value head size."""
     if not key:
         return head_size
-    if k_rank == 5:  # packed KV [B, L, H, 2, D]
-        _tie(builder, node, key, 2, units.layout)
-        _pin_other_axes(builder, node, key, {0, 1, 2})
-        return builder.dim(key, 4)
     if k_rank == 4:  # [B, H, L, D]: keys and values already split into heads (cross attention)
         for name in (key, value):
             _tie(builder, node, name, 1, units.layout)
@@ -242,6 +239,7 @@ def attention(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
         builder.pin_node(node, f"{node.op_type} projections are not whole heads")
         return
     units = Units(builder.atoms.fresh(heads), 1, True)
+    builder.attention_heads.append(units.layout)
     q_size, k_size, v_size = (size // heads for size in sizes)
     sections = builder.concat_layouts([_widen(builder, units, size) for size in (q_size, k_size, v_size)])
     _tie(builder, node, weights, 1, sections)
@@ -286,6 +284,7 @@ def onnx_attention(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
         builder.pin_node(node, f"{node.op_type} with unknown head counts or sizes")
         return
     units = _units(builder, heads, kv_heads)
+    builder.attention_heads.append(units.layout)
     per_query = _widen(builder, units, units.query_heads)
     if four_d:
         _tie(builder, node, q, 1, per_query)
