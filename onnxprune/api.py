@@ -45,6 +45,7 @@ class PruneOptions:
     latency_runs: int = 20
     sparse: str | None = None  # "2:4", "4:8" (N:M) or "0.5" (unstructured fraction of zeros)
     sparse_min_params: int = 0  # leave weights with fewer parameters dense
+    sparse_any_shape: bool = False  # also weights TensorRT's sparse tiles cannot speed up (eligibility.py)
     samples: int = 4  # random batches when there is no calibration data
     val_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # --val-range ("" = every input)
     load_inputs: str | None = None  # validation feeds (Polygraphy JSON or .npz); else --calib's, else random
@@ -145,7 +146,7 @@ def build_passes(options: PruneOptions, calibration=None, shapes=None) -> list[P
 
         criterion = sparse_criterion(options.criterion, calibration is not None and options.calib is not None)
         passes.append(SparsifyWeights(Pattern.parse(options.sparse), criterion, calibration, options.exclude,
-                                      options.sparse_min_params, options.global_ranking))
+                                      options.sparse_min_params, options.global_ranking, options.sparse_any_shape))
     return passes
 
 

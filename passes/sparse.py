@@ -72,7 +72,8 @@ class SparsifyWeights:
     name = "sparsify"
 
     def __init__(self, pattern: Pattern, criterion: str = "magnitude", calibration: CalibrationData | None = None,
-                 exclude: list[str] | None = None, min_params: int = 0, global_ranking: bool = False):
+                 exclude: list[str] | None = None, min_params: int = 0, global_ranking: bool = False,
+                 any_shape: bool = False):
         if criterion != "magnitude" and calibration is None:
             raise InvalidOptionError(f"--criterion {criterion} with --sparse reads activations: give --calib")
         self.pattern = pattern
@@ -80,6 +81,7 @@ class SparsifyWeights:
         self.calibration = calibration
         self.exclude = list(exclude or [])
         self.min_params = min_params
+        self.any_shape = any_shape  # also weights TensorRT's sparse tiles cannot speed up (eligibility.py)
         self.global_ranking = global_ranking
         self._used: dict[str, str] = {}  # weight -> criterion actually applied (fallbacks differ)
 
@@ -87,7 +89,7 @@ class SparsifyWeights:
         model = context.model
         _check_exclude(model, self.exclude)
         candidates = find_candidates(model, self.pattern.group if self.pattern.structured else 1)
-        apply_policy(model, candidates, self.exclude, self.min_params)
+        apply_policy(model, candidates, self.exclude, self.min_params, self.any_shape)
         targets = [c for c in candidates if c.eligible]
         if not targets:
             context.report.setdefault("notes", []).append(

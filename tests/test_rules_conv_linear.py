@@ -130,7 +130,8 @@ def test_conv_with_computed_weight_pins(tmp_path):
     g = GraphBuilder()
     x = g.input([1, 3, 8, 8])
     t = g.conv(x, 3, 8, name="conv1")
-    w = g.op("Identity", [g.weight((4, 8, 1, 1), "w2")], name="w2_copy")
+    # Scaled by a value of the input: computed at run time (an Identity of a weight is a view of it).
+    w = g.op("Mul", [g.weight((4, 8, 1, 1), "w2"), g.op("ReduceMax", [x], keepdims=0)], name="w2_scaled")
     g.output(g.op("Conv", [t, w], name="conv2"))
     graph = channel_graph(g.model())
     pinned(graph, "conv1_W", 0, "computed at run time", "conv2")

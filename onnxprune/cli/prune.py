@@ -26,6 +26,9 @@ from .common import check_side_outputs, progress_log
               help="Zero weights of Conv/MatMul/Gemm in TensorRT's N:M pattern (2:4) or a fraction unstructured (0.5).")
 @click.option("--sparse-min-params", type=int, default=0, show_default=True,
               help="With --sparse: leave weights with fewer parameters dense (too small to gain).")
+@click.option("--sparse-any-shape", is_flag=True,
+              help="With --sparse: also zero weights whose shape TensorRT's sparse kernels cannot speed up "
+                   "(output rows not a multiple of 8 or sparse axis not a multiple of 16; left dense by default).")
 @click.option("--calib", metavar="DATA", help="Calibration inputs: an .npz (input name -> [N, ...]) or a .py "
                                               "script with load_data() yielding feed dicts.")
 @click.option("--calib-batch", type=int, default=8, show_default=True, help="Samples per batch from an .npz.")
@@ -54,7 +57,8 @@ from .common import check_side_outputs, progress_log
 @click.option("--external-data/--no-external-data", default=None,
               help="Store weights in OUT.data (default: as the input did, or when over 2 GB).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
-def command(source, target, structured, heads, drop_layers, criterion, sparse, sparse_min_params, calib,
+def command(source, target, structured, heads, drop_layers, criterion, sparse, sparse_min_params, sparse_any_shape,
+            calib,
                   calib_batch, target_flops,
                   target_params, target_latency, compensate,
                   global_ranking, round_to, exclude,
@@ -76,6 +80,7 @@ def command(source, target, structured, heads, drop_layers, criterion, sparse, s
         global_ranking=global_ranking, round_to=round_to,
         exclude=list(exclude), validate=validate, shapes=parse_shapes(shapes), seed=seed,
         external_data=external_data, sparse=sparse, sparse_min_params=sparse_min_params,
+        sparse_any_shape=sparse_any_shape,
         val_ranges=parse_val_ranges(val_range), load_inputs=load_inputs,
     )
     report = prune(source, target, options, log=log)

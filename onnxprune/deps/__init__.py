@@ -6,9 +6,11 @@ import fnmatch
 
 from ..errors import InvalidOptionError
 from ..io.model import Model
+from .attention import settle_head_splits
 from .builder import ChannelSpace, Member, Pin, Removal, SpaceBuilder
 from .kv_cache import settle_cache_outputs
 from .rules import apply_rule
+from .sharing import settle_readers
 
 __all__ = ["ChannelGraph", "ChannelSpace", "Member", "Pin", "Removal", "build_channel_graph"]
 
@@ -47,7 +49,12 @@ def build_channel_graph(model: Model) -> ChannelGraph:
     builder = SpaceBuilder(model, model.infer_shapes())
     for node in model.graph.node:
         if not builder.is_derived(node) and not builder.is_claimed(node):
-            apply_rule(builder, node)
+            builder.layouts.reader = node.output[0] if node.output else node.name
+            try:
+                apply_rule(builder, node)
+            finally:
+                builder.layouts.reader = None
+    settle_head_splits(builder)
     builder.pin_shape_leaks()
     resizable = settle_cache_outputs(builder, builder.cache_pairs)
     for name in model.output_names:
@@ -61,4 +68,5 @@ def build_channel_graph(model: Model) -> ChannelGraph:
     for value in model.graph.input:
         if model.is_weight(value.name):
             builder.pin(value.name, None, f"initializer '{value.name}' is also a graph input (replaceable at run time)")
+    settle_readers(builder, {root for root, pins in builder.pins_by_root().items() if pins})
     return ChannelGraph(model, builder, builder.spaces())

@@ -13,6 +13,7 @@ from .atoms import AtomTable, Layout
 from .kv_cache import CachePair, cache_head_axes, find_cache_pairs
 from .quantized import Dequantized, find_dequantized, subgraph_definitions
 from .shape_values import ShapeValues
+from .sharing import FLOAT_TYPES, find_views, pull_view
 from .space import ChannelSpace, Fixup, Member, Pin, Removal
 
 
@@ -22,18 +23,46 @@ def _key(node: onnx.NodeProto) -> str:
 
 
 class LayoutTable(dict):
-    """Layouts by (tensor, axis), with a per-tensor index: rules ask for a tensor's axes constantly."""
+    """Layouts by (tensor, axis), with a per-tensor index: rules ask for a tensor's axes constantly.
+
+    While a rule runs, `reader` is its node's key and every layout the rule looks at or sets is
+    recorded in `reads`: a weight read by a node that never looked at one of its sliced axes must not
+    be sliced under it (sharing.settle_readers)."""
 
     def __init__(self) -> None:
         super().__init__()
         self._by_tensor: dict[str, dict[int, Layout]] = defaultdict(dict)
+        self.reader: str | None = None
+        self.reads: set[tuple[str, str, int]] = set()
+
+    def _saw(self, tensor: str, axis: int) -> None:
+        if self.reader is not None:
+            self.reads.add((self.reader, tensor, axis))
 
     def __setitem__(self, key: tuple[str, int], layout: Layout) -> None:
         super().__setitem__(key, layout)
         self._by_tensor[key[0]][key[1]] = layout
+        self._saw(*key)
+
+    def __getitem__(self, key: tuple[str, int]) -> Layout:
+        layout = super().__getitem__(key)
+        self._saw(*key)
+        return layout
+
+    def __contains__(self, key) -> bool:
+        present = super().__contains__(key)
+        if present:
+            self._saw(*key)
+        return present
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
 
     def of(self, tensor: str) -> dict[int, Layout]:
-        return dict(self._by_tensor.get(tensor, {}))
+        axes = dict(self._by_tensor.get(tensor, {}))
+        for axis in axes:
+            self._saw(tensor, axis)
+        return axes
 
 
 class SpaceBuilder:
@@ -53,8 +82,12 @@ class SpaceBuilder:
         self.head_axes: set[tuple[str, int]] = set()  # axes a Reshape split off as attention heads
         # Head layouts that fused attention ops (GroupQueryAttention, MultiHeadAttention...) read as heads.
         self.attention_heads: list[Layout] = []
+        # Reshape splits of a channel axis into [H, D] blocks: heads only where attention reads them.
+        self.head_splits: list[tuple[str, int, Layout, onnx.NodeProto]] = []
         # DequantizeLinear outputs of constant int weights (QDQ models): rules treat them as weights.
         self.dequantized: dict[str, Dequantized] = find_dequantized(model)
+        # Float tensors computed from constants only (Identity, Cast, scale Mul...): weights to the rules.
+        self.views: dict[str, onnx.NodeProto] = find_views(model, shapes, self.dequantized)
         # KV-cache inputs (past_key_values.N.key) whose head axis may follow the heads removed.
         self.cache_pairs: dict[str, CachePair] = find_cache_pairs(model.graph, model.weights)
         self._cache_axes = cache_head_axes(self.cache_pairs)
@@ -118,9 +151,10 @@ class SpaceBuilder:
         self.model.set_node_input_constant(node, index, np.asarray(values).astype(dtype), hint)
 
     def is_derived(self, node: onnx.NodeProto) -> bool:
-        """True for nodes that only compute shape values (handled by ShapeValues, not by rules)."""
+        """True for nodes no rule runs on: those that only compute shape values (ShapeValues) and
+        views of weights (their layouts are pulled from their sources when asked for)."""
         outputs = [name for name in node.output if name]
-        return bool(outputs) and all(name in self.shape_values for name in outputs)
+        return bool(outputs) and (all(name in self.shape_values for name in outputs) or outputs[0] in self.views)
 
     def claim(self, node: onnx.NodeProto) -> None:
         """A pattern rule handled `node` together with an earlier node: no rule runs on it."""
@@ -176,10 +210,12 @@ class SpaceBuilder:
 
     def is_weight(self, tensor: str) -> bool:
         """An initializer, or the dequantized value of one (rules see a QDQ weight like a float one)."""
-        return bool(tensor) and (self.model.is_weight(tensor) or tensor in self.dequantized)
+        return bool(tensor) and (self.model.is_weight(tensor) or tensor in self.dequantized or tensor in self.views)
 
     def weight_shape(self, tensor: str) -> tuple[int, ...]:
         """Current shape of a weight (of its quantized initializer for a DequantizeLinear output)."""
+        if tensor in self.views:
+            return tuple(self.shapes[tensor].shape)
         source = self.dequantized.get(tensor)
         return tuple(self.model.weights[source.q if source else tensor].shape)
 
@@ -212,8 +248,14 @@ class SpaceBuilder:
         if dequantized is not None:
             # The dequantized axis is the quantized weight's axis, and for the quantization axis also
             # the per-channel scale's and zero point's: they lose the same channels.
-            tied = [self.layout(name, index, node) for name, index in dequantized.members(axis)]
+            reader, self.layouts.reader = self.layouts.reader, tensor  # read by the DequantizeLinear
+            try:
+                tied = [self.layout(name, index, node) for name, index in dequantized.members(axis)]
+            finally:
+                self.layouts.reader = reader
             self.tie([layout] + tied, node)
+        elif tensor in self.views:
+            self.tie([layout] + pull_view(self, tensor, axis, node), node)
         elif self.model.is_weight(tensor) and np_dtype(self.model.weights[tensor].data_type) is None:
             self.pin(tensor, axis, f"weight '{tensor}' has a packed element type (int4...), never sliced", node)
         elif not self.is_weight(tensor) and key not in self._cache_axes:
@@ -293,21 +335,16 @@ class SpaceBuilder:
             for leaf, block in atoms.leaves(layout):
                 occurrences[atoms.find(leaf)].append(Member(tensor, axis, offset, weight, block))
                 offset += atoms.size[leaf] * block
-        pins: dict[int, list[Pin]] = defaultdict(list)
-        for tensor, axis, pin in self._pins:
-            for layout_axis, layout in self.layouts.of(tensor).items():
-                if axis is None or axis == layout_axis:
-                    for leaf, _ in atoms.leaves(layout):
-                        root = atoms.find(leaf)
-                        if pin not in pins[root]:
-                            pins[root].append(pin)
-
+        pins = self.pins_by_root()
         spaces = []
         for root, members in occurrences.items():
             if not any(m.is_weight for m in members):
                 continue  # only activations: nothing to slice, nothing to report
             members.sort(key=lambda m: (not m.is_weight, m.tensor, m.axis, m.offset, m.block))
             space = ChannelSpace(len(spaces), atoms.size[root], members, pins.get(root, []))
+            if not any(self._is_float(m.tensor) for m in members):
+                # Integer constants joined by Concat and the like: shape arithmetic, not channels.
+                space.pins.append(Pin("only integer tensors: shape values, not channels"))
             if any((m.tensor, m.axis) in self.head_axes for m in members):
                 space.kind = "heads"
             space.nodes = self._weight_nodes(members)
@@ -316,11 +353,32 @@ class SpaceBuilder:
         self._order(spaces)
         return spaces
 
+    def pins_by_root(self) -> dict[int, list[Pin]]:
+        """The pins of every class of atoms, by the class's root."""
+        atoms, pins = self.atoms, defaultdict(list)
+        for tensor, axis, pin in self._pins:
+            for layout_axis, layout in self.layouts.of(tensor).items():
+                if axis is None or axis == layout_axis:
+                    for leaf, _ in atoms.leaves(layout):
+                        root = atoms.find(leaf)
+                        if pin not in pins[root]:
+                            pins[root].append(pin)
+        return pins
+
+    def _is_float(self, tensor: str) -> bool:
+        if self.model.is_weight(tensor):
+            return self.model.weights[tensor].data_type in FLOAT_TYPES
+        info = self.shapes.get(tensor)
+        return info is not None and info.elem_type in FLOAT_TYPES
+
     def _readers(self, weight: str) -> list[tuple[onnx.NodeProto, int]]:
-        """Consumers of a weight, looking through the DequantizeLinear of a quantized one."""
+        """Consumers of a weight, looking through the DequantizeLinear of a quantized one and through
+        views (Identity, Cast, scale Mul...)."""
         readers = []
         for node, index in self.model.consumers(weight):
-            if node.output and node.output[0] in self.dequantized:
+            if node.output and node.output[0] in self.views:
+                readers.extend(self._readers(node.output[0]))
+            elif node.output and node.output[0] in self.dequantized:
                 readers.extend(self.model.consumers(node.output[0]) if index == 0 else [])
             else:
                 readers.append((node, index))

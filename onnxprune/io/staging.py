@@ -47,7 +47,17 @@ def full_check_error(model: Model) -> str | None:
 def check_graph(model: Model, input_error: str | None = None) -> str | None:
     """Refuse a pruned graph that fails the check its input passed; returns a note when the input
     already failed it (onnx's own function bodies trip its strict inference, e.g.
-    MeanVarianceNormalization), in which case the graph must still pass the check without inference."""
+    MeanVarianceNormalization), in which case the graph must still pass the check without inference.
+
+    First, whatever the input: every node's parameters must fit its data (check/consistency.py),
+    what onnx's check leaves to ONNX Runtime. That runs with --no-validate too, so a rewrite that
+    missed a reader never writes a model ORT cannot run."""
+    from ..check.consistency import first_inconsistency
+
+    problem = first_inconsistency(model)
+    if problem:
+        raise ValidationError(f"the pruned model would not run, so nothing was written: {problem} "
+                              "(an onnxprune bug: please report it with the model)")
     error = full_check_error(model)
     if error is None:
         return None

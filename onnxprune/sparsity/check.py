@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..io.model import Model
-from .eligibility import find_candidates
+from .eligibility import find_candidates, untiled_reason
 from .pattern import Pattern, to_rows, violations
 
 
@@ -36,6 +36,8 @@ def check_model(model: Model, pattern: Pattern) -> dict[str, Any]:
         array = model.weight(candidate.name)
         if candidate.eligible:
             entry.update(pattern_status(array, candidate.axis, pattern))
+            # Eligible, but `prune --sparse` leaves it dense unless --sparse-any-shape: say why.
+            entry["left_dense_by_default"] = untiled_reason(candidate)
         else:
             entry.update(density=density(array), pattern_ok=None)
         weights.append(entry)
@@ -68,6 +70,8 @@ def table(result: dict[str, Any]) -> str:
         shape = "x".join(str(d) for d in w["shape"])
         if w["eligible"]:
             verdict = "yes" if w["pattern_ok"] else f"no ({w['violations']} of {w['groups']} groups)"
+            if w.get("left_dense_by_default"):
+                verdict += f"; --sparse leaves it dense: {w['left_dense_by_default']}"
         else:
             verdict = f"ineligible: {w['reason']}"
         lines.append(f"{w['name'][:40]:40} {w['op']:8} {shape:>16} {w['axis']:>4}  {w['density']:7.3f}  {verdict}")

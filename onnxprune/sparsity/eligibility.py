@@ -169,11 +169,44 @@ def _ineligible_reason(model: Model, candidate: Candidate, group: int) -> str | 
     return None
 
 
-def apply_policy(model: Model, candidates: list[Candidate], exclude: list[str], min_params: int) -> None:
-    """Mark eligible candidates the user left out: `--exclude`d nodes, weights below `--sparse-min-params`."""
+# TensorRT runs a weight sparse only as a GEMM on sparse tensor cores, tiled in multiples of 8 output
+# rows and 16 along the reduced (sparse) axis. NVIDIA's ASP (apex.contrib.sparsity, the tool of
+# TensorRT's sparsity workflow) skips every weight of another shape for that reason ("check for
+# NVIDIA's TC compatibility": size(0) % 8, size(1) % 16; for a Conv size(1) is its input channels per
+# group). TensorRT also picks the sparse kernel only when it is faster than the dense one, which its
+# engineers report needs about 256 input and output channels (NVIDIA/TensorRT#3849, #4065); below the
+# tile shape it cannot be faster at all. A weight of another shape gains nothing from zeros and loses
+# accuracy (YOLOv8's 1x16x1x1 DFL Conv holds a fixed arange(16): zeroing half moves boxes by pixels).
+TILE_ROWS, TILE_DEPTH = 8, 16
+
+
+def rows_of(candidate: Candidate) -> int:
+    """The GEMM's output rows a weight makes: a Conv's output channels, the other axis of a matrix."""
+    if len(candidate.shape) != 2:
+        return candidate.shape[0]
+    return candidate.shape[1 - candidate.axis]
+
+
+def untiled_reason(candidate: Candidate) -> str | None:
+    """Why TensorRT's sparse tensor cores cannot run this eligible weight faster, or None."""
+    rows, depth = rows_of(candidate), candidate.shape[candidate.axis]
+    if rows % TILE_ROWS == 0 and depth % TILE_DEPTH == 0:
+        return None
+    return (f"{rows} output rows x {depth} along the sparse axis: TensorRT's sparse tensor-core tiles need "
+            f"multiples of {TILE_ROWS} and {TILE_DEPTH}, so zeros gain nothing (--sparse-any-shape sparsifies it)")
+
+
+def apply_policy(model: Model, candidates: list[Candidate], exclude: list[str], min_params: int,
+                 any_shape: bool = False) -> None:
+    """Mark eligible candidates left dense: `--exclude`d nodes, weights below `--sparse-min-params`, and
+    by default (unless `any_shape`) weights whose shape TensorRT's sparse kernels cannot speed up."""
     for candidate in candidates:
         if not candidate.eligible:
             continue
+        if not any_shape:
+            candidate.reason = untiled_reason(candidate)
+            if candidate.reason:
+                continue
         for pattern in exclude:
             if any(fnmatch.fnmatchcase(node, pattern) for node in candidate.nodes):
                 candidate.reason = f"excluded by --exclude '{pattern}'"

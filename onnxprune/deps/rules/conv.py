@@ -9,9 +9,17 @@ from . import rule
 from .common import attr, input_at, set_int_attr
 
 
-def _depthwise_group_fixup(builder: SpaceBuilder, node: onnx.NodeProto, weight: str):
-    # A depthwise conv has one group per channel: the group count follows the channel count.
-    return lambda removal: set_int_attr(node, "group", builder.weight_shape(weight)[0])
+def _depthwise_group_fixup(node: onnx.NodeProto, x: str, group: int):
+    # A depthwise conv has one group per channel: the group count follows the channel count. (Counted
+    # on the input: the weight may be a view, computed from constants at run time.)
+    return lambda removal: set_int_attr(node, "group", group - removal.count(x, 1))
+
+
+def _pin_kernel_axes(builder: SpaceBuilder, node: onnx.NodeProto, x: str) -> None:
+    """A kernel slides along every axis after the channels: channels tracked there cannot pass."""
+    for axis in builder.tracked(x):
+        if axis >= 2:
+            builder.pin(x, axis, f"{node.op_type} slides its kernel along this axis", node)
 
 
 def _tie_groups(builder: SpaceBuilder, layout, group: int, node: onnx.NodeProto):
@@ -33,6 +41,7 @@ def conv(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
         return
     out_channels, in_per_group = builder.weight_shape(weight)[:2]
     group = int(attr(node, "group", 1))
+    _pin_kernel_axes(builder, node, x)
     builder.set_output(y, 0, builder.layout(x, 0, create=False))
     bias_axes = [(bias, 0)] if bias else []
     if group == 1:
@@ -41,7 +50,7 @@ def conv(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
     elif in_per_group == 1 and out_channels == group:
         layout = builder.merge([(x, 1), (weight, 0)] + bias_axes, node)
         builder.set_output(y, 1, layout)
-        builder.add_fixup(_depthwise_group_fixup(builder, node, weight))
+        builder.add_fixup(_depthwise_group_fixup(node, x, group))
     else:
         x_layout = builder.layout(x, 1, node)
         if x_layout is None or builder.atoms.total(x_layout) != in_per_group * group:
@@ -64,6 +73,7 @@ def conv_transpose(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
         return
     in_channels, out_per_group = builder.weight_shape(weight)[:2]
     group = int(attr(node, "group", 1))
+    _pin_kernel_axes(builder, node, x)
     builder.set_output(y, 0, builder.layout(x, 0, create=False))
     bias_axes = [(bias, 0)] if bias else []
     if group == 1:
@@ -71,6 +81,6 @@ def conv_transpose(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
         builder.set_output(y, 1, builder.merge([(weight, 1)] + bias_axes, node))
     elif out_per_group == 1 and in_channels == group:
         builder.set_output(y, 1, builder.merge([(x, 1), (weight, 0)] + bias_axes, node))
-        builder.add_fixup(_depthwise_group_fixup(builder, node, weight))
+        builder.add_fixup(_depthwise_group_fixup(node, x, group))
     else:
         builder.pin_node(node, "grouped ConvTranspose is not supported")

@@ -133,15 +133,16 @@ def reshape(builder: SpaceBuilder, node: onnx.NodeProto) -> None:
                 builder.pin(x, axis, why if i1 - i0 > 1 or j1 - j0 > 1 else "Reshape moves this axis", node)
             continue
         builder.set_output(out, layout[1], layout[0])
-        if j1 - j0 > 1 and i1 - i0 == 1:
-            builder.head_axes.add((out, layout[1]))
+        if layout[2] > 1:  # [.., H*D, ..] -> [.., H, D, ..]: heads only if attention reads them so
+            builder.head_splits.append((out, layout[1], layout[0], node))
         if any(target[j] == 0 and not attr(node, "allowzero", 0) and j != ins[0] for j in range(j0, j1)):
             builder.pin(x, ins[0], "Reshape copies a size (0) from another axis", node)
     _fix_target(builder, node, out, target)
 
 
 def _group_layout(builder: SpaceBuilder, tracked, in_dims, out_dims, ins, outs):
-    """(layout, output axis) for the one tracked axis of a group, or None when it cannot be followed."""
+    """(layout, output axis, block) for the one tracked axis of a group, or None when it cannot be
+    followed; block > 1 when the axis was split into blocks of that many channels."""
     (i0, i1), (j0, j1) = ins, outs
     axes = [axis for axis in range(i0, i1) if axis in tracked]
     if len(axes) != 1:
@@ -154,7 +155,7 @@ def _group_layout(builder: SpaceBuilder, tracked, in_dims, out_dims, ins, outs):
     # [n, C] -> n*C repeats the layout n times.
     layout = builder.atoms.widen(tracked[axis], inner) * outer
     if j1 - j0 == 1:
-        return layout, j0
+        return layout, j0, 1
     # Split: the first output axis of size > 1 keeps whole blocks of everything after it.
     head = next((j for j in range(j0, j1) if out_dims[j] != 1), j0)
     before, size, after = _static(out_dims[j0:head]), out_dims[head], _static(out_dims[head + 1:j1])
@@ -163,7 +164,7 @@ def _group_layout(builder: SpaceBuilder, tracked, in_dims, out_dims, ins, outs):
     heads = builder.atoms.fresh(size)
     if not builder.atoms.unify(layout, builder.atoms.widen(heads, after)):
         return None
-    return heads, head
+    return heads, head, after
 
 
 def _fix_target(builder: SpaceBuilder, node: onnx.NodeProto, out: str, target: list, axes=None) -> None:
