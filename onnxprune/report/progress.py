@@ -181,7 +181,3 @@ def close_all() -> None:
             sys.stderr.flush()
     except (OSError, ValueError):
         pass
-
-
-def quiet_log(message: str) -> None:
-    """The `log` of library calls and --quiet runs: says nothing."""
