@@ -109,6 +109,28 @@ def test_unsliced_shared_weight_stays_one_tensor(tmp_path):
     assert set(initializer_shapes(out)) == set(initializer_shapes(source))
 
 
+@pytest.mark.parametrize("refit", [False, True], ids=["unchanged", "refit"])
+def test_unshared_copy_is_given_back_only_while_both_sides_agree(refit):
+    """After the rewrite a reader's copy is merged back into the shared tensor when both still hold the
+    same values; a pass that changed the shared side for its own readers (compensation refits weights)
+    leaves the copy with the reader that needs the original."""
+    from onnxprune.passes import RemoveChannels
+
+    from onnxprune.pipeline import Context
+
+    model = Model.from_proto(_post_ln_encoder(share_ffn_bias=True))
+    context = Context(model)
+    context.channel_graph()
+    copies = [n.input[2] for n in model.graph.node if n.op_type == "LayerNormalization"]
+    assert copies[0] != "ln.bias" and np.array_equal(model.weight(copies[0]), np.zeros(32))
+    if refit:
+        model.set_weight("ln.bias", np.full(32, 0.5, np.float32))
+    RemoveChannels().run(context)
+    readers = [n.input[2] for n in model.graph.node if n.op_type == "LayerNormalization"]
+    assert readers[0] == (copies[0] if refit else "ln.bias")
+    assert np.array_equal(model.weight(readers[0]), np.zeros(32))
+
+
 def test_torchscript_encoder_with_shared_layernorm_weights(tmp_path):
     """The same through torch's own TorchScript exporter (nn.MultiheadAttention, post-LN)."""
     torch = pytest.importorskip("torch")

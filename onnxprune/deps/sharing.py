@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import onnx
 
 from ..io.model import Model, TensorInfo
@@ -142,8 +143,13 @@ def _unshare(builder: SpaceBuilder, node: onnx.NodeProto, index: int, tensor: st
         builder.layouts[(copy, axis)] = builder.layouts[(tensor, axis)]
 
     def reshare(removal: Removal) -> None:
-        # Nothing left the axes the reader does not follow: both sides are equal, one tensor again.
-        if not any(removal.count(tensor, axis) for axis in missed):
+        # Both sides still hold the same values (nothing left the axes the reader does not follow, and
+        # no pass refit one side, as compensation does): one tensor again, as the input had it.
+        if copy not in model.weights or any(removal.count(tensor, axis) for axis in missed):
+            return
+        ours, theirs = model.weights[tensor].array, model.weights[copy].array
+        if ours is theirs or (ours is not None and theirs is not None and ours.shape == theirs.shape
+                              and ours.dtype == theirs.dtype and np.array_equal(ours, theirs)):
             node.input[index] = tensor
             model.invalidate()
 
