@@ -85,6 +85,9 @@ class PruneOptions:
             raise InvalidOptionError("give only one of --target-flops, --target-params, --target-latency")
         if self.calib_batch < 1:
             raise InvalidOptionError(f"--calib-batch must be at least 1, got {self.calib_batch}")
+        from onnxprune.passes.recover import check_recover_options
+
+        check_recover_options(self)
         if self.round_to < 1:
             raise InvalidOptionError(f"--round-to must be at least 1, got {self.round_to}")
         if self.val_ranges and self.calib:
@@ -106,6 +109,10 @@ def sparse_needs_activations(options: PruneOptions) -> bool:
 
 def build_passes(options: PruneOptions, calibration=None, shapes=None) -> list[Pass]:
     """Layers first (whole blocks), then channels and heads in what is left."""
+    if options.recover:  # the same passes, in rounds, each followed by distillation from the original
+        from onnxprune.passes.recover import recovery_passes
+
+        return recovery_passes(options, calibration, shapes, build_passes)
     from onnxprune.passes import (
         ACTIVATION_CRITERIA,
         CRITERIA,

@@ -11,6 +11,7 @@ from .compensate import AddBiasSlots, Compensate, DropZeroBiases
 from .criteria import FORMULAS
 from .layers import DropLayers
 from .magnitude import BatchNormScale, Magnitude
+from .recover import KeepDense, Recover
 from .remove_channels import RemoveChannels
 
 CRITERIA = {
@@ -23,5 +24,5 @@ ACTIVATION_CRITERIA = tuple(FORMULAS)
 
 __all__ = [
     "ACTIVATION_CRITERIA", "CRITERIA", "ActivationScores", "AddBiasSlots", "BatchNormScale", "ChannelBudget",
-    "Compensate", "DropLayers", "DropZeroBiases", "Magnitude", "RemoveChannels",
+    "Compensate", "DropLayers", "DropZeroBiases", "KeepDense", "Magnitude", "Recover", "RemoveChannels",
 ]

@@ -37,6 +37,15 @@ from .common import check_side_outputs, progress_log
 @click.option("--target-latency", type=float, help="Keep this fraction of the ORT latency measured here.")
 @click.option("--compensate/--no-compensate", default=None,
               help="Refit kept weights and biases by least squares on calibration data (default: on with --calib).")
+@click.option("--recover", is_flag=True,
+              help="After pruning, train the kept weights to reproduce the original model on the --calib data "
+                   "(distillation with PyTorch: CPU, or CUDA when torch sees a GPU).")
+@click.option("--recover-steps", type=int, help="Training steps of --recover, all rounds together (default 200 "
+                                                "unless --recover-time is given).")
+@click.option("--recover-time", type=float, metavar="SECONDS", help="Wall-clock budget of --recover's training.")
+@click.option("--recover-lr", type=float, help="--recover's step size relative to each weight's RMS (default 0.01).")
+@click.option("--recover-rounds", type=int, default=1, show_default=True,
+              help="Progressive pruning with --recover: K rounds of (prune 1/K of the way, recover).")
 @click.option("--global", "global_ranking", is_flag=True,
               help="Rank channels of all spaces together (normalized scores) instead of the same ratio everywhere.")
 @click.option("--round-to", type=int, default=1, show_default=True, help="Keep channel counts multiples of N.")
@@ -60,7 +69,8 @@ from .common import check_side_outputs, progress_log
 def command(source, target, structured, heads, drop_layers, criterion, sparse, sparse_min_params, sparse_any_shape,
             calib,
                   calib_batch, target_flops,
-                  target_params, target_latency, compensate,
+                  target_params, target_latency, compensate, recover, recover_steps, recover_time, recover_lr,
+                  recover_rounds,
                   global_ranking, round_to, exclude,
                   validate, shapes, seed, val_range, load_inputs, report_path, html_path, external_data, quiet) -> None:
     """Remove channels from IN and write the smaller model to OUT."""
@@ -82,6 +92,8 @@ def command(source, target, structured, heads, drop_layers, criterion, sparse, s
         external_data=external_data, sparse=sparse, sparse_min_params=sparse_min_params,
         sparse_any_shape=sparse_any_shape,
         val_ranges=parse_val_ranges(val_range), load_inputs=load_inputs,
+        recover=recover, recover_steps=recover_steps, recover_time=recover_time, recover_lr=recover_lr,
+        recover_rounds=recover_rounds,
     )
     report = prune(source, target, options, log=log)
     if report_path:
