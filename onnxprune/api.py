@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .calib.data import load_calibration
+from .check.guards import prune_warnings
 from .check.inputs import headline_notes
 from .check.stats import model_stats
 from .check.validate import compare_models, validation_inputs
@@ -197,7 +198,9 @@ def prune(
     context.report.update(schema_version=1, input=str(source), output=str(target), seed=options.seed, notes=notes,
                           options=_options_dict(options))
     if options.target_latency is not None:
-        return _prune_to_latency(source, target, options, log)
+        report = _prune_to_latency(source, target, options, log)
+        report["warnings"] = prune_warnings(report, options, model.proto)
+        return report
     from onnxprune.passes import ACTIVATION_CRITERIA
 
     structured = options.structured or options.heads or options.target_flops or options.target_params
@@ -219,6 +222,8 @@ def prune(
     report["shapes"] = {name: list(shape) for name, shape in shapes.items()}
     _write_checked(model, source, target, options, report, specs, shapes, log, input_check, given)
     report["prune_seconds"] = round(time.perf_counter() - started, 3)
+    # What the run must not keep to itself (collapsed outputs, nothing removed, ...): check/guards.py.
+    report["warnings"] = prune_warnings(report, options, model.proto)
     return report
 
 

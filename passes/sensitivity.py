@@ -15,6 +15,7 @@ import numpy as np
 from onnx import helper
 
 from onnxprune.calib.data import CalibrationData
+from onnxprune.check.fidelity import choose_layout, relative_error
 from onnxprune.check.runtime import first_line, session_options
 from onnxprune.check.stats import parameter_count
 from onnxprune.deps import ChannelGraph
@@ -34,7 +35,9 @@ class Curve:
     kind: str
     size: int
     ratios: list[float] = field(default_factory=list)
-    errors: list[float] = field(default_factory=list)  # relative output error ||dy||^2 / ||y||^2
+    # Per output, the mean over its channels of ||dy_c||^2 / ||y_c||^2, averaged over the outputs
+    # (fidelity.relative_error).
+    errors: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"space": self.space, "label": self.label, "kind": self.kind, "size": self.size,
@@ -70,7 +73,9 @@ def sensitivity_curves(
     outputs = [o.name for o in session.get_outputs()]
     feeds = list(calibration)
     reference = [session.run(outputs, feed) for feed in feeds]
-    scale = sum(float(np.sum(np.square(r, dtype=np.float64))) for ref in reference for r in ref) or 1.0
+    # The error is scale-robust (check/fidelity.py): every channel of every output weighs the same, so
+    # a detector's box coordinates in pixels cannot hide ruined class scores in 0..1.
+    layouts = [choose_layout(np.asarray(value)) for value in reference[0]] if reference else []
     curves = []
     bar = progress.bar(log, "sensitivity", total=len(spaces), unit="space")
     for space in spaces:
@@ -86,12 +91,9 @@ def sensitivity_curves(
                     array = np.array(zeroed.get(tensor, model.weight(tensor)))
                     np.moveaxis(array, axis, 0)[indices] = 0
                     zeroed[tensor] = array
-            error = 0.0
-            for feed, ref in zip(feeds, reference):
-                got = session.run(outputs, {**feed, **zeroed})
-                error += sum(float(np.sum(np.square(g.astype(np.float64) - r))) for g, r in zip(got, ref))
+            results = [session.run(outputs, {**feed, **zeroed}) for feed in feeds]
             curve.ratios.append(ratio)
-            curve.errors.append(error / scale)
+            curve.errors.append(relative_error(layouts, reference, results))
         curves.append(curve)
         bar.update()
     bar.close()

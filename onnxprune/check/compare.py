@@ -3,16 +3,22 @@
 This is the comparator side (how to judge numbers), kept apart from the runners that produce the
 outputs (`validate.py`) and from the pass/fail gates (`gates.py`), as Polygraphy keeps its runners
 apart from its compare functions. `OutputAccumulator` streams batches and keeps only running sums,
-so statistics cover every batch without holding the outputs in memory.
+so statistics cover every batch without holding the outputs in memory. Next to the whole-output
+figures it keeps per-channel ones (`fidelity.py`): the worst channel's cosine is what the gates and
+the warnings judge, since one cosine over an output that mixes scales is decided by its loudest part.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from ..errors import InvalidOptionError
+from .fidelity import FIELDS as CHANNEL_FIELDS
+from .fidelity import ChannelSums, choose_layout, is_float
 
 # Polygraphy replaces zeros of the reference by float64 epsilon before dividing, so
 # max_rel stays finite (if huge) where the reference is exactly zero.
@@ -44,6 +50,15 @@ class OutputDiff:
     got_nan: int = 0
     got_inf: int = 0
     top1_agreement: float | None = None
+    channel_mode: str | None = None
+    channel_axis: int | None = None
+    channels: int | None = None
+    worst_channel: int | None = None
+    worst_channel_cosine: float | None = None
+    worst_channel_rel_err: float | None = None
+    min_channel_snr_db: float | None = None
+    min_snr_channel: int | None = None
+    channel_note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -55,46 +70,47 @@ class OutputDiff:
 
 def compare_outputs(ref: Mapping[str, Any], got: Mapping[str, Any]) -> list[OutputDiff]:
     """One diff per output, reference outputs first, then outputs only the pruned model has."""
-    diffs = []
-    for name, ref_value in ref.items():
-        if name not in got:
+    return compare_batches([(ref, got)])
+
+
+def compare_batches(pairs: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> list[OutputDiff]:
+    """`compare_outputs` over several batches: (reference outputs, pruned outputs) per batch, every
+    figure accumulated over all of them (maxima over all, cosines of the concatenated outputs)."""
+    accumulators: dict[str, OutputAccumulator] = {}
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...] | None]] = {}
+    missing: dict[str, tuple[int, ...]] = {}
+    extra: dict[str, tuple[int, ...]] = {}
+    for ref, got in pairs:
+        for name, ref_value in ref.items():
             ref_array = np.asarray(ref_value)
-            diffs.append(
-                OutputDiff(
-                    name,
-                    ref_array.shape,
-                    ok=False,
-                    reason="missing from the pruned model's outputs",
-                )
-            )
-            continue
-        diffs.append(_compare_one(name, np.asarray(ref_value), np.asarray(got[name])))
-    for name, got_value in got.items():
-        if name not in ref:
-            got_array = np.asarray(got_value)
-            diffs.append(
-                OutputDiff(
-                    name,
-                    None,
-                    ok=False,
-                    reason="not an output of the reference model",
-                    got_shape=got_array.shape,
-                )
-            )
+            if name not in got:
+                missing.setdefault(name, ref_array.shape)
+                continue
+            got_array = np.asarray(got[name])
+            accumulators.setdefault(name, OutputAccumulator(name)).add(ref_array, got_array)
+            shapes.setdefault(name, (ref_array.shape, got_array.shape))
+        for name, got_value in got.items():
+            if name not in ref:
+                extra.setdefault(name, np.asarray(got_value).shape)
+    diffs = [OutputDiff(name, shape, ok=False, reason="missing from the pruned model's outputs")
+             for name, shape in missing.items()]
+    for name, accumulator in accumulators.items():
+        if name not in missing:
+            diffs.append(_diff_from_stats(accumulator.result(), *shapes[name]))
+    diffs += [OutputDiff(name, None, ok=False, reason="not an output of the reference model", got_shape=shape)
+              for name, shape in extra.items()]
     return diffs
 
 
-def _compare_one(name: str, ref: np.ndarray, got: np.ndarray) -> OutputDiff:
-    acc = OutputAccumulator(name)
-    acc.add(ref, got)
-    stats = acc.result()
-    diff = OutputDiff(name, ref.shape, got_shape=got.shape)
+def _diff_from_stats(stats: OutputStats, shape: tuple[int, ...], got_shape: tuple[int, ...] | None) -> OutputDiff:
+    diff = OutputDiff(stats.name, shape, got_shape=got_shape)
     diff.ok = stats.failure is None and stats.nonfinite_mismatch == 0
     diff.reason = stats.failure
     if stats.failure is None and stats.nonfinite_mismatch:
-        diff.reason = f"NaN/Inf in only one model (or different) at {stats.nonfinite_mismatch} of {ref.size} elements"
+        diff.reason = (f"NaN/Inf in only one model (or different) at {stats.nonfinite_mismatch} of "
+                       f"{stats.elements} elements")
     for field in ("max_abs", "mean_abs", "max_rel", "rel_to_max", "cosine", "ref_nan", "ref_inf", "got_nan",
-                  "got_inf", "top1_agreement"):
+                  "got_inf", "top1_agreement", *CHANNEL_FIELDS):
         setattr(diff, field, getattr(stats, field))
     return diff
 
@@ -108,6 +124,8 @@ def summarize(diffs: Sequence[OutputDiff]) -> dict[str, Any]:
     measured = [d for d in diffs if d.rel_to_max is not None]
     worst = max(measured, key=lambda d: d.rel_to_max, default=None)
     cosines = [d.cosine for d in measured if d.cosine is not None]
+    channel = [d for d in measured if d.worst_channel_cosine is not None]
+    worst_channel = min(channel, key=lambda d: d.worst_channel_cosine, default=None)
     top1 = [d.top1_agreement for d in measured if d.top1_agreement is not None]
     return {
         "outputs": len(diffs),
@@ -117,6 +135,8 @@ def summarize(diffs: Sequence[OutputDiff]) -> dict[str, Any]:
         "worst_rel_to_max": worst.rel_to_max if worst else None,
         "max_abs": max((d.max_abs for d in measured), default=None),
         "min_cosine": min(cosines, default=None),
+        "min_channel_cosine": worst_channel.worst_channel_cosine if worst_channel else None,
+        "worst_channel_output": worst_channel.name if worst_channel else None,
         "min_top1_agreement": min(top1, default=None),
     }
 
@@ -131,6 +151,8 @@ class OutputStats:
     `nonfinite_mismatch`. Means are over all compared elements of all batches, maxima over all
     batches, and the cosine is that of the concatenated outputs (not a mean of per-batch cosines).
     `failure` is set when the outputs cannot be compared (shape, dtype, non-numeric values differ).
+    The channel fields (`fidelity.FIELDS`) judge each channel (or row) on its own: `worst_channel`
+    has the lowest cosine, `min_channel_snr_db` is the lowest SNR; `cosine` stays the whole output's.
     """
 
     name: str
@@ -159,6 +181,15 @@ class OutputStats:
     top1_agreement: float | None = None
     top_k: int | None = None
     topk_agreement: float | None = None
+    channel_mode: str | None = None
+    channel_axis: int | None = None
+    channels: int | None = None
+    worst_channel: int | None = None
+    worst_channel_cosine: float | None = None
+    worst_channel_rel_err: float | None = None
+    min_channel_snr_db: float | None = None
+    min_snr_channel: int | None = None
+    channel_note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -173,17 +204,21 @@ class OutputAccumulator:
     `atol`/`rtol` enable Polygraphy's elementwise check (`--check-error-stat elemwise`): an element
     violates it only when it exceeds BOTH tolerances (abs > atol and rel > rtol).
     `classifier`: None detects classifier-like outputs (floating point, rank 2 [batch, classes],
-    at least 2 classes); True treats the last axis as classes whatever the rank; False never.
+    at least 2 classes, or any rank whose last axis holds probability distributions); True treats
+    the last axis as classes whatever the rank; False never.
+    `channel_axis`: judge channels along this axis instead of the one `fidelity.choose_layout` picks.
     Top-1 agreement: the argmax of both models is the same class. Top-k agreement: the reference's
     top-1 class is among the pruned model's k highest scores (ties count in its favour).
     """
 
     def __init__(self, name: str, *, atol: float | None = None, rtol: float | None = None,
-                 classifier: bool | None = None, top_k: int = 5) -> None:
+                 classifier: bool | None = None, top_k: int = 5, channel_axis: int | None = None) -> None:
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         self.stats = OutputStats(name, atol=atol, rtol=rtol)
         self._classifier = classifier
+        self._channel_axis = channel_axis
+        self._channels: ChannelSums | None = None
         self._top_k = top_k
         self._check = atol is not None and rtol is not None
         self._sum_abs = self._sum_rel = self._dot = self._ref_sq = self._got_sq = 0.0
@@ -246,14 +281,20 @@ class OutputAccumulator:
         if self._check:
             violations = (absdiff > self.stats.atol) & (reldiff > self.stats.rtol)
             stats.elem_violations = (stats.elem_violations or 0) + int(violations.sum())
-        self._add_classes(ref, a, b)
+        if self._channels is None:  # the layout is fixed by the first batch
+            if self._channel_axis is not None and not -ref.ndim <= self._channel_axis < ref.ndim:
+                raise InvalidOptionError(f"--channel-axis: output '{stats.name}' has rank {ref.ndim}; "
+                                         f"axis {self._channel_axis} is out of range")
+            layout = choose_layout(np.where(finite, a, 0.0), classifier=bool(self._classifier),
+                                   axis=self._channel_axis, floating=is_float(ref))
+            self._channels = ChannelSums(layout)
+            if self._classifier is None:
+                self._classifier = (is_float(ref) and a.ndim == 2 and a.shape[1] >= 2) or layout.probabilities
+        self._channels.add(np.where(finite, a, 0.0), np.where(finite, b, 0.0))
+        self._add_classes(a, b)
 
-    def _add_classes(self, ref: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
-        if self._classifier is None:
-            is_float = np.issubdtype(ref.dtype, np.floating) or ref.dtype.kind == "V"  # ml_dtypes bfloat16...
-            classifier = is_float and a.ndim == 2 and a.shape[1] >= 2
-        else:
-            classifier = self._classifier and a.ndim >= 1 and a.shape[-1] >= 1
+    def _add_classes(self, a: np.ndarray, b: np.ndarray) -> None:
+        classifier = self._classifier and a.ndim >= 1 and a.shape[-1] >= 1
         if not classifier:
             return
         self.stats.classifier = True
@@ -288,6 +329,9 @@ class OutputAccumulator:
         else:
             stats.rel_to_max = 0.0 if stats.max_abs == 0 else float("inf")
         stats.cosine = _cosine_from_sums(self._dot, self._ref_sq, self._got_sq)
+        if self._channels is not None:
+            for key, value in self._channels.result().fields().items():
+                setattr(stats, key, value)
         if self._check and stats.elem_violations is None:
             stats.elem_violations = 0
         if stats.rows:

@@ -3,16 +3,23 @@
 Options take Polygraphy's per-output form: `--atol 1e-4 --atol logits:1e-3` means 1e-3 for the
 output `logits` and 1e-4 for every other output (a bare value is the default; the last colon
 separates the name, so names such as `out:0` work). The element check mirrors Polygraphy's
-`--check-error-stat elemwise`: an element fails only when it exceeds BOTH --atol and --rtol, with
-Polygraphy's defaults atol = rtol = 1e-5. Pass `--atol inf` (or `--rtol inf`) to gate on the
-other figures only.
+`--check-error-stat elemwise`: an element fails only when it exceeds BOTH --atol and --rtol.
+
+A gate given alone is the gate: the element check runs when --atol or --rtol is given (the other
+at 1e-5), or when no gate is given at all (the default gate: atol = rtol = 1e-5, Polygraphy's
+defaults). `--min-cosine 0.99` alone checks the cosine only.
+
+--min-cosine and --min-snr judge each output's worst channel (fidelity.py: a detector head's 84
+rows, an encoder's hidden features, a classifier's rows), so the loud part of an output cannot
+hide a ruined quiet part; the whole-output cosine is reported beside it.
 
 The gates, checked in this order for each output (the first failure is the one reported):
   comparable    shapes, dtypes and non-numeric values match (always on)
   nonfinite     NaN/Inf only where the reference has the same value (always on)
-  elemwise      no element exceeds both --atol and --rtol (always on)
+  elemwise      no element exceeds both --atol and --rtol (asked for, or the default gate)
   max_mean_abs  mean |ref - pruned| <= --max-mean-abs
-  min_cosine    cosine similarity >= --min-cosine
+  min_cosine    the worst channel's cosine similarity >= --min-cosine
+  min_snr       the worst channel's SNR (dB) >= --min-snr
   min_top1      top-1 agreement >= --min-top1 (classifier-like outputs)
   min_topk      top-k agreement >= --min-topk, k from --top-k (classifier-like outputs)
 """
@@ -26,6 +33,7 @@ from typing import Any
 
 from ..errors import InvalidOptionError
 from .compare import OutputStats
+from .fidelity import where
 
 DEFAULT_ATOL = 1e-5
 DEFAULT_RTOL = 1e-5
@@ -92,28 +100,35 @@ class Gates:
     rtol: PerOutput = PerOutput("--rtol", DEFAULT_RTOL)
     max_mean_abs: PerOutput = PerOutput("--max-mean-abs", None)
     min_cosine: PerOutput = PerOutput("--min-cosine", None)
+    min_snr: PerOutput = PerOutput("--min-snr", None)
     min_top1: PerOutput = PerOutput("--min-top1", None)
     min_topk: PerOutput = PerOutput("--min-topk", None)
     top_k: int = DEFAULT_TOP_K
+    elemwise: str = "default"  # why the element check is on or off: "asked", "default" or "off"
 
     @classmethod
     def from_options(cls, *, atol: Sequence[str] = (), rtol: Sequence[str] = (), max_mean_abs: Sequence[str] = (),
-                     min_cosine: Sequence[str] = (), min_top1: Sequence[str] = (), min_topk: Sequence[str] = (),
-                     top_k: int = DEFAULT_TOP_K) -> Gates:
+                     min_cosine: Sequence[str] = (), min_snr: Sequence[str] = (), min_top1: Sequence[str] = (),
+                     min_topk: Sequence[str] = (), top_k: int = DEFAULT_TOP_K) -> Gates:
+        """The gates of the options given; the element check only when asked for or when nothing is."""
         if top_k < 1:
             raise InvalidOptionError(f"--top-k must be at least 1, got {top_k}")
-        return cls(
-            atol=parse_per_output(atol, "--atol", DEFAULT_ATOL, low=0.0),
-            rtol=parse_per_output(rtol, "--rtol", DEFAULT_RTOL, low=0.0),
+        others = dict(
             max_mean_abs=parse_per_output(max_mean_abs, "--max-mean-abs", low=0.0),
             min_cosine=parse_per_output(min_cosine, "--min-cosine", low=-1.0, high=1.0),
+            min_snr=parse_per_output(min_snr, "--min-snr"),
             min_top1=parse_per_output(min_top1, "--min-top1", low=0.0, high=1.0),
             min_topk=parse_per_output(min_topk, "--min-topk", low=0.0, high=1.0),
-            top_k=top_k,
         )
+        asked = bool(atol or rtol)
+        elemwise = "asked" if asked else "off" if any(o.given for o in others.values()) else "default"
+        defaults = (DEFAULT_ATOL, DEFAULT_RTOL) if elemwise != "off" else (None, None)
+        return cls(atol=parse_per_output(atol, "--atol", defaults[0], low=0.0),
+                   rtol=parse_per_output(rtol, "--rtol", defaults[1], low=0.0),
+                   top_k=top_k, elemwise=elemwise, **others)
 
     def options(self) -> list[PerOutput]:
-        return [self.atol, self.rtol, self.max_mean_abs, self.min_cosine, self.min_top1, self.min_topk]
+        return [self.atol, self.rtol, self.max_mean_abs, self.min_cosine, self.min_snr, self.min_top1, self.min_topk]
 
     def check_output_names(self, outputs: Sequence[str]) -> None:
         """Refuse overrides naming outputs the models do not have (a typo would silently gate nothing)."""
@@ -145,6 +160,7 @@ class Gates:
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {o.option.lstrip("-").replace("-", "_"): o.to_dict() for o in self.options()}
         data["top_k"] = self.top_k
+        data["elemwise"] = self.elemwise
         return data
 
 
@@ -194,7 +210,13 @@ def evaluate(stats: OutputStats, gates: Gates) -> list[GateResult]:
                                   f"{where}: mean abs error {left} {relation} --max-mean-abs {right}"))
     minimum = gates.min_cosine.for_output(name)
     if minimum is not None:
-        results.append(_at_least(name, "min_cosine", "cosine", stats.cosine, minimum, "--min-cosine"))
+        value = stats.cosine if stats.worst_channel_cosine is None else stats.worst_channel_cosine
+        results.append(_at_least(name, "min_cosine", "cosine", value, minimum, "--min-cosine",
+                                 where=_worst(stats, stats.worst_channel, f"whole output {stats.cosine:.6g}")))
+    minimum = gates.min_snr.for_output(name)
+    if minimum is not None and stats.min_channel_snr_db is not None:
+        results.append(_at_least(name, "min_snr", "SNR (dB)", stats.min_channel_snr_db, minimum, "--min-snr",
+                                 where=_worst(stats, stats.min_snr_channel, "")))
     if stats.top1_agreement is not None:
         for gate, option, label, value in (
             ("min_top1", gates.min_top1, "top-1 agreement", stats.top1_agreement),
@@ -208,12 +230,18 @@ def evaluate(stats: OutputStats, gates: Gates) -> list[GateResult]:
 
 
 def _at_least(output: str, gate: str, label: str, value: float, minimum: float, option: str,
-              extra: str = "") -> GateResult:
+              extra: str = "", where: str = "") -> GateResult:
     passed = value >= minimum
     left, right = _pair(value, minimum)
     relation = ">=" if passed else "<"
     return GateResult(output, gate, passed, value, minimum,
-                      f"output '{output}': {label} {left} {relation} {option} {right}{extra}")
+                      f"output '{output}': {label} {left}{where} {relation} {option} {right}{extra}")
+
+
+def _worst(stats: OutputStats, index: int | None, whole: str) -> str:
+    """' (channel 37 of 84 on axis 1, the worst; whole output 0.997)', or '' for an output judged whole."""
+    place = where(stats.channel_mode, stats.channel_axis, index, stats.channels)
+    return f" ({place}, the worst{'; ' + whole if whole else ''})" if place else ""
 
 
 def failure_line(results: Sequence[GateResult]) -> str | None:

@@ -19,7 +19,7 @@ from ..io.files import model_bytes
 from ..io.model import Model
 from ..measure import latency
 from ..report import progress
-from . import compare, first_run, runtime
+from . import compare, first_run, guards, runtime
 from .compare import OutputAccumulator
 from .gates import Gates, evaluate, failure_line
 from .inputs import InputSpec, model_input_specs, random_feeds, resolve_shapes
@@ -85,8 +85,8 @@ def compare_models(
     feeds: list[dict[str, np.ndarray]] | None = None,
     trims: dict[tuple[str, int], list[int]] | None = None,
 ) -> dict[str, Any]:
-    """Max errors over `samples` random feeds, and the latency of both models. `trims`: KV-cache heads
-    the pruned model dropped (runtime_config.cache_trims).
+    """Errors over `samples` random feeds (or the given ones), per output and per channel, and the
+    latency of both models. `trims`: KV-cache heads the pruned model dropped (runtime_config.cache_trims).
 
     Small models are timed interleaved in one process. When both together exceed
     INTERLEAVE_MAX_BYTES, one session exists at a time: the original runs every feed and is timed,
@@ -114,15 +114,10 @@ def compare_models(
             timing.update(latency.measure_interleaved({name: session}, {name: feeds_of[name][0]}, runs=runs))
             del session
     outputs["original"] = [runtime_config.trim(output, trims) for output in outputs["original"]]
-    worst: dict[str, dict] = {}
-    for reference, result in zip(outputs["original"], outputs["pruned"]):
-        for diff in compare.compare_outputs(reference, result):
-            entry = diff.to_dict()
-            previous = worst.get(diff.name)
-            if previous is None or (entry.get("max_abs") or 0) > (previous.get("max_abs") or 0):
-                worst[diff.name] = entry
+    # Accumulated over every feed: maxima over all, cosines (whole and per channel) of the concatenation.
+    diffs = compare.compare_batches(zip(outputs["original"], outputs["pruned"]))
     return {
-        "outputs": list(worst.values()),
+        "outputs": [diff.to_dict() for diff in diffs],
         "samples": len(feeds),
         "latency_ms": {name: stats.to_dict() for name, stats in timing.items()},
         "latency_mode": "interleaved" if interleaved else "sequential",
@@ -159,10 +154,35 @@ class ValidateOptions:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     val_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     classifiers: list[str] = field(default_factory=list)
+    channel_axes: dict[str, int] = field(default_factory=dict)  # --channel-axis ("" = every output)
+
+
+def parse_channel_axes(values: list[str] | tuple[str, ...]) -> dict[str, int]:
+    """`--channel-axis [OUTPUT:]AXIS` values (an integer, negative from the end); "" keys the default."""
+    axes: dict[str, int] = {}
+    for raw in values:
+        name, _, number = raw.strip().rpartition(":")
+        name = name.strip()
+        try:
+            axis = int(number)
+        except ValueError:
+            raise InvalidOptionError(f"--channel-axis: '{raw}' is not [OUTPUT:]AXIS (an integer, e.g. 1 "
+                                     "or y:-1)") from None
+        if name in axes:
+            which = f"output '{name}'" if name else "the default axis"
+            raise InvalidOptionError(f"--channel-axis: {which} is given more than once")
+        axes[name] = axis
+    return axes
 
 
 def model_signature(path: str | os.PathLike) -> tuple[list[InputSpec], list[TensorSignature]]:
     """The inputs to feed (graph inputs that are not weights) and the outputs of the model at `path`."""
+    specs, outputs, _ = _signature_and_metadata(path)
+    return specs, outputs
+
+
+def _signature_and_metadata(path: str | os.PathLike) -> tuple[list[InputSpec], list[TensorSignature], dict]:
+    """`model_signature` and the model's metadata_props (for guards.demo_marker)."""
     # Model.load, not just the protobuf: a cycle or a duplicate name gets onnxprune's own one-line error.
     loaded = Model.load(path, any_opset=True)
     weights = set(loaded.weights)
@@ -177,7 +197,7 @@ def model_signature(path: str | os.PathLike) -> tuple[list[InputSpec], list[Tens
             if tensor_type.HasField("shape"):
                 rank = len(tensor_type.shape.dim)
         outputs.append(TensorSignature(value.name, dtype, rank))
-    return specs, outputs
+    return specs, outputs, {prop.key: prop.value for prop in loaded.proto.metadata_props}
 
 
 def check_signatures(reference: str | os.PathLike, ref_sig: tuple[list, list],
@@ -313,21 +333,25 @@ def run_validation(reference: str | os.PathLike, pruned: str | os.PathLike,
     Raises onnxprune.errors.* for what the user must fix (unreadable models, different
     signatures, bad options); a failed gate is a result (`passed` False), not an exception.
     """
-    ref_sig, got_sig = model_signature(reference), model_signature(pruned)
+    *ref_sig, ref_meta = _signature_and_metadata(reference)
+    *got_sig, got_meta = _signature_and_metadata(pruned)
     check_signatures(reference, ref_sig, pruned, got_sig)
     specs, output_names = ref_sig[0], [output.name for output in ref_sig[1]]
     gates = options.gates
     gates.check_output_names(output_names)
-    for name in options.classifiers:
-        if name not in output_names:
-            raise InvalidOptionError(f"--classifier: the models have no output '{name}' "
-                                     f"(outputs: {', '.join(output_names)})")
+    for option, names in (("--classifier", options.classifiers), ("--channel-axis", [n for n in options.channel_axes
+                                                                                     if n])):
+        for name in names:
+            if name not in output_names:
+                raise InvalidOptionError(f"{option}: the models have no output '{name}' "
+                                         f"(outputs: {', '.join(output_names)})")
     feeds, inputs_info = _validation_feeds(specs, options)
 
     accumulators = {
         name: OutputAccumulator(
             name, atol=gates.atol.for_output(name), rtol=gates.rtol.for_output(name), top_k=gates.top_k,
-            classifier=(name in options.classifiers) if options.classifiers else None)
+            classifier=(name in options.classifiers) if options.classifiers else None,
+            channel_axis=options.channel_axes.get(name, options.channel_axes.get("")))
         for name in output_names
     }
     together = model_bytes(reference) + model_bytes(pruned) <= INTERLEAVE_MAX_BYTES
@@ -350,7 +374,7 @@ def run_validation(reference: str | os.PathLike, pruned: str | os.PathLike,
         outputs.append({**item.to_dict(), "passed": all(r.passed for r in results),
                         "gates": [r.to_dict() for r in results]})
     failure = failure_line(every_result)
-    return {
+    result = {
         "command": "validate",
         "schema_version": 1,
         "reference": str(reference),
@@ -359,11 +383,15 @@ def run_validation(reference: str | os.PathLike, pruned: str | os.PathLike,
         "failure": failure,
         "failed_gates": [r.to_dict() for r in every_result if not r.passed],
         "inputs": inputs_info,
-        "gates": {**gates.to_dict(), "classifiers": list(options.classifiers) or None},
+        "gates": {**gates.to_dict(), "classifiers": list(options.classifiers) or None,
+                  "channel_axis": {"default": options.channel_axes.get(""),
+                                   "overrides": {k: v for k, v in options.channel_axes.items() if k}}},
         "outputs": outputs,
         "runtime": {"onnxruntime": ort.__version__, "providers": [runtime.CPU],
                     "sessions": "together" if together else "one at a time"},
     }
+    result["warnings"] = guards.validate_warnings(result, {str(reference): ref_meta, str(pruned): got_meta})
+    return result
 
 
 def _paired_outputs(reference, pruned, feeds, trims):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -65,14 +66,18 @@ from .common import check_side_outputs, progress_log
 @click.option("--html", "html_path", metavar="PATH", help="Write the report as a self-contained HTML page with plots.")
 @click.option("--external-data/--no-external-data", default=None,
               help="Store weights in OUT.data (default: as the input did, or when over 2 GB).")
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors and warnings.")
+@click.option("--fail-on-warning", is_flag=True,
+              help="Exit 1 when a warning fired (collapsed output, nothing removed, target missed, random "
+                   "validation inputs, demo model); the model is still written.")
 def command(source, target, structured, heads, drop_layers, criterion, sparse, sparse_min_params, sparse_any_shape,
             calib,
                   calib_batch, target_flops,
                   target_params, target_latency, compensate, recover, recover_steps, recover_time, recover_lr,
                   recover_rounds,
                   global_ranking, round_to, exclude,
-                  validate, shapes, seed, val_range, load_inputs, report_path, html_path, external_data, quiet) -> None:
+                  validate, shapes, seed, val_range, load_inputs, report_path, html_path, external_data, quiet,
+            fail_on_warning) -> None:
     """Remove channels from IN and write the smaller model to OUT."""
     from ..api import PruneOptions, check_paths, prune, write_json
     from ..check.inputs import parse_shapes
@@ -105,3 +110,10 @@ def command(source, target, structured, heads, drop_layers, criterion, sparse, s
     if not quiet:
         click.echo(summary(report))
         click.echo(f"wrote {target}")
+    from ..check.guards import print_warnings
+
+    print_warnings(report["warnings"])
+    if fail_on_warning and report["warnings"]:
+        click.echo(f"onnxprune: {len(report['warnings'])} warning(s) with --fail-on-warning: exit 1 "
+                   f"({target} was written)", err=True)
+        sys.exit(1)

@@ -35,7 +35,8 @@ def analyze(source: str | os.PathLike, options: PruneOptions,
     run_pipeline([scores], context)
     curves = sensitivity_curves(model, context.channel_graph(), context.scores, calibration, log=log)
     return {"input": str(source), "criterion": criterion, "calibration": calibration.source, "notes": notes,
-            "error": "relative output error ||y_pruned - y||^2 / ||y||^2 over the calibration data",
+            "error": "per output, the mean over its channels of ||y_pruned - y||^2 / ||y||^2 on the calibration "
+                     "data, averaged over the outputs (scale-robust: see README, Validate)",
             "curves": [curve.to_dict() for curve in curves]}
 
 

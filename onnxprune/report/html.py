@@ -13,8 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..check.guards import COLLAPSE_COSINE, COLLAPSE_SNR_DB, collapsed, fidelity_cosine
 from ..io.files import check_output_path, write_atomic
-from .html_parts import fmt_cell, generic_results, key_values, raw_json, section, table
+from .html_parts import fidelity_row, fmt_cell, generic_results, key_values, raw_json, section, table, warnings_box
 from .svg_plots import AFTER, BEFORE, REMOVED, Series, esc, fmt_number, hbar_chart, line_chart
 
 # Keys a section below renders; any other top-level key goes to "Other data".
@@ -23,7 +24,7 @@ _KNOWN = {
     "channels_removed", "before", "after", "prune_seconds", "shapes", "validation", "layers", "calibration",
     "spaces_scored_by_magnitude", "spaces_without_batchnorm", "compensation", "bias_slots_added",
     "zero_bias_slots_removed", "target_search", "sensitivity", "curves", "latency_search", "options", "bench",
-    "sparsity", "onnxprune_version", "command",
+    "sparsity", "onnxprune_version", "command", "warnings",
 }
 _SIZE_KEYS = (("params", "parameters"), ("flops", "FLOPs"), ("weight_bytes", "weight bytes"))
 MAX_BARS = 150
@@ -42,6 +43,12 @@ h4 { font-size: 13px; margin: 12px 0 4px; }
 .card { border: 1px solid #d5dbe4; border-radius: 6px; padding: 8px 14px; min-width: 120px; background: #f7f9fc; }
 .card b { display: block; font-size: 20px; }
 .card span { color: #5b6472; font-size: 12px; }
+.card.bad { border-color: #b3361a; background: #fdf0ec; }
+.card.bad b { color: #b3361a; }
+.warnings { border: 2px solid #b3361a; border-radius: 6px; background: #fdf0ec; padding: 6px 16px 8px;
+            margin: 16px 0 4px; }
+.warnings h2 { color: #b3361a; border: none; margin: 4px 0; }
+.warnings code { font-size: 12px; color: #5b6472; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: 6px 0 10px; font-size: 12.5px; }
 th, td { border: 1px solid #e1e5ec; padding: 3px 8px; text-align: left; vertical-align: top; }
@@ -73,6 +80,7 @@ def render_html(report: dict[str, Any]) -> str:
     title = {"validate": "validation", "bench": "benchmark"}.get(kind, "prune")
     body = [
         _header(report, title),
+        warnings_box(report.get("warnings"), prune=not kind),
         _sizes(report),
         _spaces(report),
         _layers(report),
@@ -131,17 +139,24 @@ def _header(report: dict[str, Any], title: str) -> str:
     if isinstance(layers, dict) and layers.get("blocks"):
         cards.append((f"{len(layers.get('removed') or [])} of {len(layers['blocks'])}", "residual blocks removed"))
     validation = report.get("validation")
+    if not isinstance(validation, dict) and title == "validation":
+        validation = report
+    bad = set()
     if isinstance(validation, dict):
         if isinstance(validation.get("speedup"), (int, float)):
             cards.append((f"{validation['speedup']:.2f}\u00d7", "speedup (median)"))
-        cosines = [o.get("cosine") for o in validation.get("outputs") or [] if isinstance(o, dict)]
-        cosines = [c for c in cosines if isinstance(c, (int, float))]
-        if cosines:
-            cards.append((f"{min(cosines):.5f}", "min output cosine"))
+        outputs = [o for o in validation.get("outputs") or [] if isinstance(o, dict)]
+        judged = [(fidelity_cosine(o), o) for o in outputs if isinstance(fidelity_cosine(o), (int, float))]
+        if judged:
+            cosine, worst = min(judged, key=lambda item: item[0])
+            per_channel = worst.get("worst_channel_cosine") is not None
+            cards.append((f"{cosine:.5f}", "worst channel cosine" if per_channel else "min output cosine"))
+            if any(collapsed(o) for o in outputs):
+                bad.add(len(cards) - 1)
     if cards:
         lines.append('<div class="cards">' + "".join(
-            f"<div class=\"card\"><b>{esc(value)}</b><span>{esc(label)}</span></div>" for value, label in cards)
-            + "</div>")
+            f"<div class=\"card{' bad' if index in bad else ''}\"><b>{esc(value)}</b><span>{esc(label)}</span></div>"
+            for index, (value, label) in enumerate(cards)) + "</div>")
     return "".join(lines)
 
 
@@ -232,7 +247,8 @@ def _results(report: dict[str, Any], key: str, kind: str, own_kind: str) -> dict
     """The `key` section of a prune report, or the whole report when it is a `own_kind` result itself."""
     data = report.get(key)
     if data is None and kind == own_kind:
-        data = {k: v for k, v in report.items() if k not in ("kind", "command", "schema_version", "input", "output")}
+        data = {k: v for k, v in report.items()
+                if k not in ("kind", "command", "schema_version", "input", "output", "warnings")}
     return data
 
 
@@ -240,9 +256,14 @@ def _validation(report: dict[str, Any], kind: str) -> str:
     data = _results(report, "validation", kind, "validate")
     if data is None:
         return ""
+    if isinstance(data, dict) and isinstance(data.get("outputs"), list):
+        data = {**data, "outputs": [fidelity_row(o) if isinstance(o, dict) else o for o in data["outputs"]]}
     return section("validation", "Validation: outputs and latency", generic_results(data, "validation"),
                    intro="Original and pruned model run in ONNX Runtime on the same inputs; errors are the worst "
-                         "over the samples.")
+                         "over the samples. Each output is judged by its worst channel (or row): one cosine over an "
+                         "output that mixes scales is decided by its loudest part. An output is collapsed when that "
+                         f"cosine is below {COLLAPSE_COSINE} or its SNR below {COLLAPSE_SNR_DB:g} dB.")
+
 
 
 def _bench(report: dict[str, Any], kind: str) -> str:

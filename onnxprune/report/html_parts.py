@@ -12,16 +12,30 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..check.guards import collapsed, worst_phrase
 from .svg_plots import AFTER, P90, Series, esc, hbar_chart
 
 # Columns shown first when present, in this order; the rest follow in order of appearance.
-PREFERRED_COLUMNS = ["name", "provider", "model", "op", "shape", "got_shape", "ok", "eligible", "pattern_ok",
-                     "density", "max_abs", "rel_to_max", "max_rel", "mean_abs", "cosine", "top1_agreement",
+PREFERRED_COLUMNS = ["name", "provider", "model", "op", "shape", "got_shape", "fidelity", "ok", "eligible",
+                     "pattern_ok", "density", "worst_channel_cosine", "worst channel", "min_channel_snr_db", "cosine",
+                     "max_abs", "rel_to_max", "max_rel", "mean_abs", "top1_agreement",
                      "median_ms", "p90_ms", "mean_ms", "min_ms", "runs"]
 _LAST_COLUMNS = ["reason"]  # free text: widest, so last
 _ZERO_HIDDEN = ("ref_nan", "ref_inf", "got_nan", "got_inf")  # shown only when some output has them
 _LATENCY_KEYS = ("median_ms", "p90_ms")
 MAX_ROWS = 300
+
+
+class Mark(str):
+    """Text shown in a cell with a verdict's colour (`css`: "yes" green, "no" red), e.g. an output's
+    fidelity: a verdict is more than a bool, and a bool True would colour a collapsed output green."""
+
+    css: str
+
+    def __new__(cls, text: str, css: str) -> Mark:
+        mark = super().__new__(cls, text)
+        mark.css = css
+        return mark
 
 
 def fmt_cell(value: Any, key: str = "") -> str:
@@ -49,6 +63,8 @@ def fmt_cell(value: Any, key: str = "") -> str:
 
 
 def cell_class(value: Any) -> str:
+    if isinstance(value, Mark):
+        return f' class="{esc(value.css)}"'
     if isinstance(value, bool):
         return ' class="yes"' if value else ' class="no"'
     return ' class="num"' if isinstance(value, (int, float)) else ""
@@ -219,3 +235,31 @@ def _is_nested(value: Any) -> bool:
     if isinstance(value, dict):
         return bool(value)
     return isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value)
+
+
+def warnings_box(warnings: Any, prune: bool = True) -> str:
+    """A run's warnings (check/guards.py) in a red box right under the title: they must not be missed.
+    `prune`: the page is a prune report (a model was written despite them)."""
+    items = [w for w in warnings or [] if isinstance(w, dict)]
+    if not items:
+        return ""
+    rows = "".join(f"<li>{esc(w.get('message', ''))} <code>{esc(w.get('code', ''))}</code></li>" for w in items)
+    after = "The model was still written; " if prune else ""
+    return (f'<section id="warnings" class="warnings"><h2>Warnings ({len(items)})</h2><ul>{rows}</ul>'
+            f'<p class="muted">{after}--fail-on-warning makes such a run exit 1.</p></section>')
+
+
+def fidelity_row(output: dict[str, Any]) -> dict[str, Any]:
+    """An output's table row with a `fidelity` verdict first. `ok` (comparable) is folded into it, and
+    no green "yes" is left in the row of a collapsed output."""
+    reason = collapsed(output)
+    row = {k: v for k, v in output.items() if k != "ok"}
+    where = worst_phrase(output)
+    if where:
+        row["worst channel"] = where
+        row.pop("worst_channel", None)
+    comparable = output.get("ok") is not False and not output.get("failure")
+    row["fidelity"] = Mark("ok", "yes") if not reason else Mark("collapsed" if comparable else "not comparable", "no")
+    if reason:
+        row = {k: ("yes, but collapsed" if v is True else v) for k, v in row.items()}
+    return row

@@ -76,16 +76,32 @@ def summary(report: dict[str, Any]) -> str:
             + (f"  (median; speedup {speedup:.2f}x)" if speedup else "")
         )
         for output in validation["outputs"]:
-            if output.get("reason"):
-                lines.append(f"output {output['name']}: {output['reason']}")
-            else:
-                lines.append(
-                    f"output {output['name']}: max abs err {output['max_abs']:.3g}, "
-                    f"max err / max |ref| {output['rel_to_max']:.3g}, cosine {output['cosine']:.6f}"
-                )
+            lines.append(_output_line(output))
     for note in report.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def _output_line(output: dict[str, Any]) -> str:
+    """One output's fidelity: the whole-output figures, then its worst channel (what gates and warnings
+    judge), marked COLLAPSED below guards.COLLAPSE_COSINE."""
+    from ..check.guards import collapsed, worst_phrase
+
+    name = output["name"]
+    if output.get("reason"):
+        return f"output {name}: {output['reason']}"
+    if output.get("max_abs") is None:
+        return f"output {name}: same values (not numeric)"
+    line = (f"output {name}: max abs err {output['max_abs']:.3g}, max err / max |ref| {output['rel_to_max']:.3g}, "
+            f"cosine {output['cosine']:.6f}")
+    where = worst_phrase(output)
+    if where and output.get("worst_channel_cosine") is not None:
+        line += f"; worst {where}: cosine {output['worst_channel_cosine']:.6f}"
+    if output.get("min_channel_snr_db") is not None:
+        line += f", min SNR {output['min_channel_snr_db']:.1f} dB"
+    if output.get("top1_agreement") is not None:
+        line += f", top-1 {output['top1_agreement']:.3f}"
+    return line + ("  COLLAPSED" if collapsed(output) else "")
 
 
 def inspect_table(spaces: list[dict[str, Any]], verbose: bool = False) -> str:
