@@ -27,8 +27,10 @@ for weight in sparsity["weights"]:
     if not weight["eligible"]:
         print(f"  {weight['name']}: {weight['reason']}")
 
+# Weights too small for TensorRT's sparse tiles stay dense by default (their reasons are listed above);
+# every weight made sparse must follow the pattern as TensorRT reads it.
 check = check_model(Model.load(target), Pattern.parse("2:4"))
-assert check["dense"] == 0, "every eligible weight follows 2:4"
+assert check["sparse"] == sparsity["sparse_weights"], "every weight made sparse follows 2:4"
 cosines = [output["cosine"] for output in report["validation"]["outputs"]]
 print(f"check-sparsity: {check['sparse']} of {check['eligible']} eligible weights are 2:4; "
       f"output cosine to the original: {min(cosines):.3f}")

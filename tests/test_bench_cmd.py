@@ -119,11 +119,12 @@ def test_cli_bad_shapes_name_is_a_one_line_error(pair, tmp_path: Path) -> None:
 def test_shapes_fix_the_symbolic_dims_of_a_dynamic_model(zoo) -> None:
     bert = zoo("bert")
     small = bench([bert], BenchOptions(memory=False, **FAST))
-    large = bench([bert], BenchOptions(shapes={"input_ids": (2, 16)}, memory=False, **FAST))
+    # Symbolic dims default to a real sequence length (32 here, batch 1); [2, 48] is larger in both.
+    large = bench([bert], BenchOptions(shapes={"input_ids": (2, 48)}, memory=False, **FAST))
     model = large["models"][0]
-    assert model["input_shapes"] == {"input_ids": [2, 16], "attention_mask": [2, 16]}
+    assert model["input_shapes"] == {"input_ids": [2, 48], "attention_mask": [2, 48]}
     assert model["batch"] == 2
-    assert small["models"][0]["input_shapes"]["input_ids"] != [2, 16]
+    assert small["models"][0]["input_shapes"]["input_ids"] != [2, 48]
     assert model["flops"] > small["models"][0]["flops"] > 0
     assert large["results"][0]["throughput_per_s"] == pytest.approx(
         2 * 1000 / large["results"][0]["latency_ms"]["median_ms"], rel=1e-3)

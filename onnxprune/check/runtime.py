@@ -117,10 +117,10 @@ def create_provider_session(
             f"--provider: '{provider}' is not available in this onnxruntime "
             f"(available: {', '.join(available_providers())})"
         )
-    options = session_options(threads)
+    session_settings = session_options(threads)  # `options` are the provider's own
     path = os.fspath(path)
     try:
-        session = ort.InferenceSession(path, sess_options=options,
+        session = ort.InferenceSession(path, sess_options=session_settings,
                                        providers=provider_chain(provider, options))
     except Exception as exc:
         raise ValidationError(f"onnxruntime cannot load '{path}' on {provider}: {first_line(exc)}") from exc
