@@ -37,7 +37,8 @@ class PruneOptions:
     target_params: float | None = None
     target_latency: float | None = None  # keep this fraction of the measured ORT latency
     global_ranking: bool = False
-    round_to: int = 1
+    round_to: int | None = None  # None: the multiples --device wants; 1: exact counts
+    device: str = "cpu"  # the runtime the pruned model is for: sets channel alignment (measure/alignment.py)
     exclude: list[str] = field(default_factory=list)
     validate: bool = True
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
@@ -89,8 +90,12 @@ class PruneOptions:
         from onnxprune.passes.recover import check_recover_options
 
         check_recover_options(self)
-        if self.round_to < 1:
+        if self.round_to is not None and self.round_to < 1:
             raise InvalidOptionError(f"--round-to must be at least 1, got {self.round_to}")
+        from .measure.alignment import DEVICES
+
+        if self.device not in DEVICES:
+            raise InvalidOptionError(f"--device '{self.device}' is unknown (choose from {', '.join(DEVICES)})")
         if self.val_ranges and self.calib:
             raise InvalidOptionError("--val-range applies to random inputs; with --calib, validation and scoring "
                                      "use the calibration data")
@@ -100,6 +105,13 @@ def effective_criterion(options: PruneOptions) -> str:
     """The channel criterion; a sparse-only name (--sparse --criterion sparsegpt) maps to its channel cousin."""
     criterion = {"magnitude": "l1", "sparsegpt": "obs"}.get(options.criterion or "", options.criterion)
     return criterion or ("wanda" if options.calib else "l1")
+
+
+def channel_alignment(options: PruneOptions):
+    """The device's channel multiples, unless --round-to N was given (1: exact counts)."""
+    from .measure.alignment import alignment_for
+
+    return alignment_for(options.device) if options.round_to is None else None
 
 
 def sparse_needs_activations(options: PruneOptions) -> bool:
@@ -130,21 +142,29 @@ def build_passes(options: PruneOptions, calibration=None, shapes=None) -> list[P
     if options.drop_layers:
         passes.append(DropLayers(options.drop_layers, calibration.feeds if calibration else []))
     target = (("flops", options.target_flops) if options.target_flops is not None else
-              ("params", options.target_params) if options.target_params is not None else None)
+              ("params", options.target_params) if options.target_params is not None else
+              ("latency", options.target_latency) if options.target_latency is not None else None)
     if options.structured or options.heads or target or not (options.drop_layers or options.sparse):
         criterion = effective_criterion(options)
         compensate = options.compensate if options.compensate is not None else options.calib is not None
         compensate = compensate and calibration is not None
-        channels = Budget(options.structured, options.global_ranking, options.round_to)
+        channels = Budget(options.structured, options.global_ranking, options.round_to or 1)
+        alignment = channel_alignment(options)
         heads = Budget(options.heads, options.global_ranking)
         scores = ActivationScores(criterion, calibration) if criterion in ACTIVATION_CRITERIA else CRITERIA[criterion]()
         passes += [AddBiasSlots()] if compensate else []
-        if target:
+        if target and target[0] == "latency":
+            from onnxprune.passes.latency_target import LatencyBudget
+
+            passes += [scores, LatencyBudget(calibration, target[1], shapes or {}, options.round_to or 1, alignment,
+                                             runs=options.latency_runs)]
+        elif target:
             from onnxprune.passes.sensitivity import TargetBudget
 
-            passes += [scores, TargetBudget(calibration, target[1], target[0], shapes or {}, options.round_to)]
+            passes += [scores, TargetBudget(calibration, target[1], target[0], shapes or {}, options.round_to or 1,
+                                            alignment)]
         else:
-            passes += [scores, ChannelBudget(channels, heads)]
+            passes += [scores, ChannelBudget(channels, heads, alignment, shapes)]
         passes += [Compensate(calibration)] if compensate else []
         passes += [RemoveChannels()]
         passes += [DropZeroBiases()] if compensate else []
@@ -197,15 +217,12 @@ def prune(
     context = Context(model, options={"exclude": options.exclude}, log=log)
     context.report.update(schema_version=1, input=str(source), output=str(target), seed=options.seed, notes=notes,
                           options=_options_dict(options))
-    if options.target_latency is not None:
-        report = _prune_to_latency(source, target, options, log)
-        report["warnings"] = prune_warnings(report, options, model.proto)
-        return report
     from onnxprune.passes import ACTIVATION_CRITERIA
 
-    structured = options.structured or options.heads or options.target_flops or options.target_params
+    structured = (options.structured or options.heads or options.target_flops or options.target_params or
+                  options.target_latency)
     if calibration is None and (options.drop_layers or options.compensate or options.target_flops or (
-            options.target_params) or sparse_needs_activations(options) or (
+            options.target_params) or options.target_latency or sparse_needs_activations(options) or (
             (structured or not options.sparse) and effective_criterion(options) in ACTIVATION_CRITERIA)):
         calibration = load_calibration(options.calib, specs, shapes, seed=options.seed, batch=options.calib_batch,
                                        random_batches=options.samples, log=log)
@@ -286,48 +303,6 @@ def _tensorrt_check(source: Path, target: Path, shapes: dict, seed: int, log: Ca
         return missing
     log("building dense and sparse TensorRT engines")
     return trt.compare_dense_sparse(source, target, shapes, fp16=True, seed=seed)
-
-
-def _prune_to_latency(source: Path, target: Path, options: PruneOptions, log: Callable[[str], None]) -> dict:
-    """Bisect on a FLOPs target until ONNX Runtime, on this machine, measures the latency asked for."""
-    import dataclasses
-    import tempfile
-
-    from .check import runtime
-    from .check.inputs import random_feeds
-    from .measure import latency
-
-    goal = options.target_latency
-    low, high, best = 0.05, 0.99, None
-    trials = []
-    with tempfile.TemporaryDirectory(prefix="onnxprune-latency-") as folder:
-        for step in range(5):
-            flops = (low + high) / 2
-            candidate = Path(folder) / f"candidate{step}.onnx"
-            trial = dataclasses.replace(options, target_latency=None, target_flops=flops, validate=False)
-            report = prune(source, candidate, trial, log)
-            model = Model.load(candidate)
-            specs, shapes, _ = validation_inputs(model, options.shapes, options.seed, probe=False)
-            feed = random_feeds(specs, shapes, options.seed)[0]
-            sessions = {"original": runtime.create_session(source), "pruned": runtime.create_session(candidate)}
-            timing = latency.measure_interleaved(sessions, {"original": feed, "pruned": feed}, runs=30)
-            ratio = timing["pruned"].median_ms / timing["original"].median_ms
-            trials.append({"target_flops": round(flops, 4), "latency_ratio": round(ratio, 4)})
-            log(f"target-latency: FLOPs target {flops:.3f} gives latency x{ratio:.3f}")
-            if ratio <= goal:
-                best, low = (candidate, report), flops
-            else:
-                high = flops
-        if best is None:
-            raise InvalidOptionError(f"--target-latency {goal}: not reached even at 5% of the FLOPs")
-        report = best[1]
-        report["output"] = str(target)
-        report["latency_search"] = {"target": goal, "trials": trials}
-        source_model = Model.load(source)
-        specs, shapes, _ = validation_inputs(source_model, options.shapes, options.seed)
-        _write_checked(Model.load(best[0]), source, target, options, report, specs, shapes, log,
-                       staging.full_check_error(source_model))
-    return report
 
 
 def _options_dict(options: PruneOptions) -> dict[str, Any]:

@@ -28,6 +28,9 @@ from .activation import ConsumerPair, consumer_pairs
 
 BIAS_SUFFIX = "_onnxprune_bias"
 DAMPING = 1e-6  # of the mean diagonal: enough to keep the solve stable, small enough to stay exact
+# A full refit solves for every kept input channel of a layer: below this many calibration rows per
+# unknown it overfits them, and only the bias is refit (the removed channels' mean contribution).
+ROWS_PER_UNKNOWN = 4
 
 
 def _bias_of(model: Model, node: onnx.NodeProto) -> tuple[str, int] | None:
@@ -124,6 +127,21 @@ def refit(model: Model, pair: ConsumerPair, gram: np.ndarray, removed: np.ndarra
     keep = np.setdiff1d(np.arange(channels), removed)
     bias = _bias_of(model, pair.node)
     writable_bias = bias is not None and len(model.consumers(bias[0])) == 1 and bias[1] == weight.shape[1]
+    samples = float(gram[-1, -1])  # the constant column's sum of squares counts the rows
+    if samples < ROWS_PER_UNKNOWN * (len(keep) + 1):
+        # Too few calibration rows to refit the kept weights: the least-squares solution would fit
+        # those rows and wreck every other input (an LLM's FFN refit on 8 windows took perplexity from
+        # 82 to a million). Move only the removed channels' mean contribution into the bias (FLAP).
+        if writable_bias and len(removed):
+            mean = gram[-1, removed] / max(samples, 1.0)
+            shift = mean @ weight[removed]
+            original = model.weight(bias[0])
+            updated = np.asarray(original, np.float64).reshape(-1) + shift
+            model.set_weight(bias[0], updated.reshape(original.shape).astype(original.dtype))
+        new = weight.copy()
+        new[removed] = 0
+        _write_matrix(model, pair, new)
+        return
     if writable_bias:
         current = np.asarray(model.weight(bias[0]), np.float64).reshape(-1)
         target = np.vstack([weight, current[None]])

@@ -148,38 +148,33 @@ def allocate(curves: list[Curve], costs: dict[int, tuple[float, float]], totals:
 class TargetBudget:
     """Per-space ratios from sensitivity curves, to reach --target-flops or --target-params."""
 
-    def __init__(self, calibration: CalibrationData, target: float, metric: str, shapes: dict, round_to: int = 1):
+    def __init__(self, calibration: CalibrationData, target: float, metric: str, shapes: dict, round_to: int = 1,
+                 alignment=None):
         if not 0 < target < 1:
             raise InvalidOptionError(f"--target-{metric} must be in (0, 1), got {target}")
         self.calibration, self.target, self.metric, self.shapes, self.round_to = (
             calibration, target, metric, shapes, round_to)
+        self.alignment = alignment  # measure.alignment.Alignment: the device's channel multiples, or None
         self.name = f"plan-target-{metric}"
 
     def run(self, context: Context) -> None:
-        from onnxprune.check import counts as metrics
-        from onnxprune.check.stats import folded_light_proto
-
         model, graph = context.model, context.channel_graph()
         curves = sensitivity_curves(model, graph, context.scores, self.calibration, log=context.log)
-        flops = metrics.count_flops(folded_light_proto(model, self.shapes), self.shapes)
-        costs = space_costs(model, graph, flops.by_node)
-        params = float(parameter_count(model.weights.values()))
-        which = 0 if self.metric == "flops" else 1
-        totals = (float(flops.total), params)
+        costs, totals, which = self._costs(context)
         # The cost model is first order (a layer losing inputs and outputs saves less than the sum);
         # measure the plan exactly and correct the internal target a few times.
         internal, best, trials = self.target, None, []
         bar = progress.bar(context.log, f"target search ({self.metric})", total=8, unit="trial")
         for _ in range(8):
             ratios = allocate(curves, costs, totals, internal, which)
-            plan = self._plan(graph, context.scores, ratios)
+            plan = self._plan(context, context.scores, ratios)
             kept = self._measure(context, plan, totals[which])
             trials.append({"internal_target": round(internal, 4), "kept": round(kept, 4)})
             bar.update()
             bar.set_postfix_str(f"kept {kept:.3f}, goal {self.target:.3f}")
-            if best is None or abs(kept - self.target) < abs(best[2] - self.target):
+            if best is None or self._better(kept, best[2]):
                 best = (ratios, plan, kept)
-            if abs(kept - self.target) <= 0.01:
+            if self._close_enough(kept):
                 break
             internal = self._next_target(trials)
         bar.close()
@@ -188,6 +183,23 @@ class TargetBudget:
         context.report["sensitivity"] = [curve.to_dict() for curve in curves]
         context.report["budget"] = {"target": {self.metric: self.target}, "achieved": round(kept, 4),
                                     "ratios": {str(k): v for k, v in ratios.items() if v}}
+
+    def _costs(self, context: Context) -> tuple[dict[int, tuple[float, float]], tuple[float, float], int]:
+        """Per-channel (FLOPs, parameters) of every space, the model's totals, and which one the target is on."""
+        from onnxprune.check import counts as metrics
+        from onnxprune.check.stats import folded_light_proto
+
+        model, graph = context.model, context.channel_graph()
+        flops = metrics.count_flops(folded_light_proto(model, self.shapes), self.shapes)
+        costs = space_costs(model, graph, flops.by_node)
+        params = float(parameter_count(model.weights.values()))
+        return costs, (float(flops.total), params), 0 if self.metric == "flops" else 1
+
+    def _better(self, kept: float, best: float) -> bool:
+        return abs(kept - self.target) < abs(best - self.target)
+
+    def _close_enough(self, kept: float) -> bool:
+        return abs(kept - self.target) <= 0.01
 
     def _next_target(self, trials: list[dict]) -> float:
         """Secant step on (internal target -> measured fraction kept); a proportional step at first."""
@@ -200,13 +212,18 @@ class TargetBudget:
                 guess = last["internal_target"] + (self.target - last["kept"]) / slope
         return min(max(guess, 0.01), 0.999)
 
-    def _plan(self, graph: ChannelGraph, scores, ratios: dict[int, float]) -> dict[int, np.ndarray]:
+    def _plan(self, context: Context, scores, ratios: dict[int, float]) -> dict[int, np.ndarray]:
+        from .budget import aligned_plan, space_multiples
+
+        graph = context.channel_graph()
         plan = {}
         for space, ratio in ratios.items():
-            count = removal_count(graph.space(space).size, Budget(ratio, round_to=self.round_to))
+            count = removal_count(graph.space(space).size, Budget(ratio))
             if count:
                 plan[space] = lowest(scores[space], count)
-        return plan
+        multiples = space_multiples(context.model, graph, list(ratios), self.round_to, self.alignment)
+        return aligned_plan(context.model, graph, {space: scores[space] for space in ratios}, plan, multiples,
+                            self.shapes)
 
     def _measure(self, context: Context, plan: dict[int, np.ndarray], total: float) -> float:
         """Fraction of FLOPs (or parameters) a plan keeps, measured on a pruned copy."""
