@@ -261,13 +261,20 @@ def nbits_ffn(hidden: int = 64, width: int = 128, block: int = 16, packed_zeros:
     return g.model()
 
 
-def onnx_attention_block(heads: int = 4, kv_heads: int = 2, head: int = 16, hidden: int = 32) -> onnx.ModelProto:
-    """ONNX's own Attention (opset 23) on 3D q/k/v with q_num_heads and kv_num_heads, and a KV cache."""
+def onnx_attention_block(heads: int = 4, kv_heads: int = 2, head: int = 16, hidden: int = 32,
+                         rotary: bool = False) -> onnx.ModelProto:
+    """ONNX's own Attention (opset 23) on 3D q/k/v with q_num_heads and kv_num_heads, and a KV cache;
+    with `rotary`, ONNX's RotaryEmbedding (3D, num_heads given) on q and k first."""
     g = GraphBuilder(opset=23)
     x = g.input([1, "seq", hidden], "x")
     past = _past_inputs(g, ["past_key_values.0.key", "past_key_values.0.value"], [1, kv_heads, "past", head])
     q, k, v = (g.op("MatMul", [x, g.weight((hidden, n * head), f"{p}_W")], name=f"{p}_proj")
                for p, n in (("q", heads), ("k", kv_heads), ("v", kv_heads)))
+    if rotary:
+        positions = g.input([1, "seq"], "position_ids", elem_type=TensorProto.INT64)
+        cos, sin = rotary_caches(g, head)
+        q, k = (g.op("RotaryEmbedding", [t, cos, sin, positions], name=f"rotary_{p}", num_heads=n)
+                for t, p, n in ((q, "q", heads), (k, "k", kv_heads)))
     g.op("Attention", [q, k, v, "", *past], outputs=["attn", "present.0.key", "present.0.value"], name="attention",
          q_num_heads=heads, kv_num_heads=kv_heads, is_causal=1)
     g.op("MatMul", ["attn", g.weight((heads * head, hidden), "o_W")], outputs=["y"], name="o_proj")

@@ -220,12 +220,16 @@ def test_attention_with_qkv_hidden_sizes_and_packed_past(tmp_path, sizes, past):
         assert attr_of(node, "qkv_hidden_sizes") == [size // 2 for size in sizes]
 
 
-def test_onnx_attention_opset_23(tmp_path):
-    proto = onnx_attention_block()
+@pytest.mark.parametrize("rotary", [False, True])
+def test_onnx_attention_opset_23(tmp_path, rotary):
+    proto = onnx_attention_block(rotary=rotary)
     prunable(channel_graph(proto), "k_W", 1, 2)
     _, _, out = oracle(proto, tmp_path, _feed(proto), seeds=(0,))[0]
-    node = node_of(onnx.load(str(out)), "attention")
+    pruned = onnx.load(str(out))
+    node = node_of(pruned, "attention")
     assert (attr_of(node, "q_num_heads"), attr_of(node, "kv_num_heads")) == (2, 1)
+    if rotary:
+        assert [attr_of(node_of(pruned, f"rotary_{p}"), "num_heads") for p in "qk"] == [2, 1]
 
 
 # ---------------------------------------------------------------------------------------- MatMulNBits
