@@ -7,10 +7,11 @@ import fnmatch
 from ..errors import InvalidOptionError
 from ..io.model import Model
 from .attention import settle_head_splits
-from .builder import ChannelSpace, Member, Pin, Removal, SpaceBuilder
+from .builder import SpaceBuilder
 from .kv_cache import settle_cache_outputs
 from .rules import apply_rule
 from .sharing import settle_readers
+from .space import ChannelSpace, Member, Pin, Removal
 
 __all__ = ["ChannelGraph", "ChannelSpace", "Member", "Pin", "Removal", "build_channel_graph"]
 

@@ -1,4 +1,5 @@
-"""Propagation of channel layouts through the graph, and the resulting channel spaces."""
+"""Propagation of channel layouts through the graph: the facts and operations rules work with (the
+resulting channel spaces are assembled in assembly.py)."""
 
 from __future__ import annotations
 
@@ -9,60 +10,19 @@ import onnx
 
 from ..io.model import Model, TensorInfo, subgraph_outer_inputs
 from ..io.protoio import np_dtype
+from . import assembly
 from .atoms import AtomTable, Layout
 from .kv_cache import CachePair, cache_head_axes, find_cache_pairs
+from .layouts import LayoutTable
 from .quantized import Dequantized, find_dequantized, subgraph_definitions
 from .shape_values import ShapeValues
-from .sharing import FLOAT_TYPES, find_views, pull_view
-from .space import ChannelSpace, Fixup, Member, Pin, Removal
+from .sharing import find_views, pull_view
+from .space import ChannelSpace, Fixup, Pin, Removal
 
 
 def _key(node: onnx.NodeProto) -> str:
     """A node's identity that survives protobuf handing out new Python wrappers: its first output."""
     return node.output[0] if node.output else node.name
-
-
-class LayoutTable(dict):
-    """Layouts by (tensor, axis), with a per-tensor index: rules ask for a tensor's axes constantly.
-
-    While a rule runs, `reader` is its node's key and every layout the rule looks at or sets is
-    recorded in `reads`: a weight read by a node that never looked at one of its sliced axes must not
-    be sliced under it (sharing.settle_readers)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._by_tensor: dict[str, dict[int, Layout]] = defaultdict(dict)
-        self.reader: str | None = None
-        self.reads: set[tuple[str, str, int]] = set()
-
-    def _saw(self, tensor: str, axis: int) -> None:
-        if self.reader is not None:
-            self.reads.add((self.reader, tensor, axis))
-
-    def __setitem__(self, key: tuple[str, int], layout: Layout) -> None:
-        super().__setitem__(key, layout)
-        self._by_tensor[key[0]][key[1]] = layout
-        self._saw(*key)
-
-    def __getitem__(self, key: tuple[str, int]) -> Layout:
-        layout = super().__getitem__(key)
-        self._saw(*key)
-        return layout
-
-    def __contains__(self, key) -> bool:
-        present = super().__contains__(key)
-        if present:
-            self._saw(*key)
-        return present
-
-    def get(self, key, default=None):
-        return self[key] if key in self else default
-
-    def of(self, tensor: str) -> dict[int, Layout]:
-        axes = dict(self._by_tensor.get(tensor, {}))
-        for axis in axes:
-            self._saw(tensor, axis)
-        return axes
 
 
 class SpaceBuilder:
@@ -325,33 +285,7 @@ class SpaceBuilder:
     # ------------------------------------------------------------ result
 
     def spaces(self) -> list[ChannelSpace]:
-        atoms = self.atoms
-        occurrences: dict[int, list[Member]] = defaultdict(list)
-        for (tensor, axis), layout in self.layouts.items():
-            if tensor.startswith("\0"):
-                continue
-            offset = 0
-            weight = self.model.is_weight(tensor)  # a dequantized weight is sliced through its initializers
-            for leaf, block in atoms.leaves(layout):
-                occurrences[atoms.find(leaf)].append(Member(tensor, axis, offset, weight, block))
-                offset += atoms.size[leaf] * block
-        pins = self.pins_by_root()
-        spaces = []
-        for root, members in occurrences.items():
-            if not any(m.is_weight for m in members):
-                continue  # only activations: nothing to slice, nothing to report
-            members.sort(key=lambda m: (not m.is_weight, m.tensor, m.axis, m.offset, m.block))
-            space = ChannelSpace(len(spaces), atoms.size[root], members, pins.get(root, []))
-            if not any(self._is_float(m.tensor) for m in members):
-                # Integer constants joined by Concat and the like: shape arithmetic, not channels.
-                space.pins.append(Pin("only integer tensors: shape values, not channels"))
-            if any((m.tensor, m.axis) in self.head_axes for m in members):
-                space.kind = "heads"
-            space.nodes = self._weight_nodes(members)
-            space.label = self._label(space)
-            spaces.append(space)
-        self._order(spaces)
-        return spaces
+        return assembly.spaces(self)
 
     def pins_by_root(self) -> dict[int, list[Pin]]:
         """The pins of every class of atoms, by the class's root."""
@@ -365,77 +299,5 @@ class SpaceBuilder:
                             pins[root].append(pin)
         return pins
 
-    def _is_float(self, tensor: str) -> bool:
-        if self.model.is_weight(tensor):
-            return self.model.weights[tensor].data_type in FLOAT_TYPES
-        info = self.shapes.get(tensor)
-        return info is not None and info.elem_type in FLOAT_TYPES
-
-    def _readers(self, weight: str) -> list[tuple[onnx.NodeProto, int]]:
-        """Consumers of a weight, looking through the DequantizeLinear of a quantized one and through
-        views (Identity, Cast, scale Mul...)."""
-        readers = []
-        for node, index in self.model.consumers(weight):
-            if node.output and node.output[0] in self.views:
-                readers.extend(self._readers(node.output[0]))
-            elif node.output and node.output[0] in self.dequantized:
-                readers.extend(self.model.consumers(node.output[0]) if index == 0 else [])
-            else:
-                readers.append((node, index))
-        return readers
-
-    def _weight_nodes(self, members: list[Member]) -> list[str]:
-        names: list[str] = []
-        for member in members:
-            if member.is_weight:
-                for node, _ in self._readers(member.tensor) + self.model.consumers(member.tensor):
-                    label = node.name or node.output[0]
-                    if label not in names:
-                        names.append(label)
-        return names
-
-    def _label(self, space: ChannelSpace) -> str:
-        """Name a space after the layer that produces it (or else consumes it), with the channel range
-        when it is only part of that layer's channels (a Split half, a Concat slice)."""
-        produced = consumed = None
-        for member in space.weight_members:
-            full = self.model.weights[member.tensor].shape[member.axis]
-            width = space.size * member.block
-            where = "" if full == width else f" [{member.offset}:{member.offset + width}]"
-            if member.block > 1:
-                where += f" in groups of {member.block}"
-            for node, index in self._readers(member.tensor):
-                name = f"{node.op_type} '{node.name or node.output[0]}'"
-                output_axis = {"Conv": 0, "Gemm": 0, "ConvTranspose": 1, "MatMul": 1, "MatMulNBits": 0,
-                               "Attention": 1}.get(node.op_type)
-                if index == 1 and member.axis == output_axis and produced is None:
-                    kind = "output channels" if "Conv" in node.op_type else "output features"
-                    produced = f"{name} {kind}{where}"
-                elif index == 1 and consumed is None:
-                    consumed = f"{name} input channels{where}"
-        if produced or consumed:
-            return produced or consumed
-        first = space.weight_members[0]
-        return f"'{first.tensor}' axis {first.axis}"
-
-    def _order(self, spaces: list[ChannelSpace]) -> None:
-        """Number spaces in graph order, so ids are stable and read naturally."""
-        position = {}
-        for index, node in enumerate(self.model.graph.node):
-            for name in node.input:
-                position.setdefault(name, index)
-        spaces.sort(key=lambda s: (min(position.get(m.tensor, 1 << 30) for m in s.weight_members), s.label))
-        for index, space in enumerate(spaces):
-            space.id = index
-
     def removal(self, plan: dict[int, np.ndarray], spaces: list[ChannelSpace]) -> Removal:
-        """Expand in-space indices to (tensor, axis) indices for every member."""
-        per_axis: dict[tuple[str, int], list[np.ndarray]] = defaultdict(list)
-        for space in spaces:
-            indices = plan.get(space.id)
-            if indices is None or len(indices) == 0:
-                continue
-            assert space.prunable, f"space {space.id} is pinned"
-            for member in space.members:
-                per_axis[(member.tensor, member.axis)].append(member.indices(indices))
-        return Removal({key: np.unique(np.concatenate(parts)) for key, parts in per_axis.items()})
+        return assembly.removal(plan, spaces)
