@@ -217,6 +217,8 @@ def _reshape(node, shapes: _Shapes) -> str | None:
     if x is None or target is None or not all(_static(d) for d in x):
         return None
     total = int(np.prod(x, dtype=np.int64))
+    if total == 0:  # an empty tensor: -1 is ambiguous and sizes are not what is being checked
+        return None
     allow_zero = int(_attr(node, "allowzero", 0))
     sizes = [x[i] if (v == 0 and not allow_zero and i < len(x)) else v for i, v in enumerate(target)]
     known = int(np.prod([s for s in sizes if s != -1], dtype=np.int64))
