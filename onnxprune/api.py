@@ -114,6 +114,17 @@ def channel_alignment(options: PruneOptions):
     return alignment_for(options.device) if options.round_to is None else None
 
 
+def runs_the_model(options: PruneOptions) -> bool:
+    """Whether this run executes the model in ONNX Runtime (validation, calibration, block scores,
+    targets). Only then is the original probed at the chosen shapes first: a probe costs a session,
+    a copy of every weight, which `--no-validate` on a weights-only criterion is there to avoid."""
+    from onnxprune.passes import ACTIVATION_CRITERIA
+
+    return bool(options.validate or options.calib or options.drop_layers or options.compensate or
+                options.target_flops or options.target_params or options.target_latency or
+                sparse_needs_activations(options) or effective_criterion(options) in ACTIVATION_CRITERIA)
+
+
 def sparse_needs_activations(options: PruneOptions) -> bool:
     from onnxprune.passes.sparse import sparse_criterion
 
@@ -210,7 +221,7 @@ def prune(
     input_check = staging.full_check_error(model)
     calibration, given, label = _given_inputs(model, options, log)
     specs, shapes, notes = validation_inputs(model, options.shapes, options.seed, feeds=given, feeds_label=label,
-                                             val_ranges=options.val_ranges)
+                                             val_ranges=options.val_ranges, probe=runs_the_model(options))
     for note in headline_notes(notes):  # before the work, so a wrong guess can be stopped early
         log(f"note: {note}")
     before = model_stats(model, shapes)
