@@ -328,6 +328,21 @@ def test_no_validate_refuses_instead_of_writing_a_broken_model(tmp_path, monkeyp
 # ---------------------------------------------------------------------------------------- item 6: --sparse
 
 
+def test_sparse_reaches_a_weight_through_identity(tmp_path):
+    """A Conv weight deduplicated by the TorchScript exporter is read through an Identity: TensorRT
+    folds it, so it is as eligible as the weight it copies, and both readers see the sparse values."""
+    g = GraphBuilder(opset=17)
+    x = g.input((1, 32, 6, 6), "x")
+    shared = g.weight((32, 32, 3, 3), "shared")
+    y = g.op("Relu", [g.op("Conv", [x, shared], pads=[1, 1, 1, 1], name="first")])
+    g.output(g.op("Conv", [y, g.op("Identity", [shared], name="shared_again")], pads=[1, 1, 1, 1], name="second"))
+    source, out = tmp_path / "identity.onnx", tmp_path / "sparse.onnx"
+    onnx.save(g.model(), str(source))
+    report = prune(source, out, PruneOptions(sparse="2:4", validate=False))["sparsity"]
+    (entry,) = [w for w in report["weights"] if w["eligible"]]
+    assert entry["name"] == "shared" and entry["nodes"] == ["first", "second"] and entry["pattern_ok"]
+
+
 def test_sparse_leaves_weights_tensorrt_cannot_speed_up_dense(tmp_path):
     """The DFL's 1x16x1x1 arange and the 10-class conv stay dense (with the reason); the 32x32 and
     64x32 convs get 2:4. --sparse-any-shape zeroes them all; check-sparsity lists the reason."""

@@ -8,10 +8,12 @@ looking back from the operand through QuantizeLinear/DequantizeLinear/Cast (axis
 Transpose (axis remapped) to an initializer; float32/float16/bfloat16 only; the axis length a
 multiple of 4 (of M for N:M).
 
-Two places where this departs from Polygraphy, both where Polygraphy is wrong for the graph it sees:
+Three places where this departs from Polygraphy, all where Polygraphy is wrong for the graph it sees:
 Transpose maps output axis a to input axis perm[a] (Polygraphy uses perm.index(a); the same for
-every 2-D and every self-inverse perm), and a constant MatMul operand of rank 3 or more (a batched
-matmul, which TensorRT does not run on sparse kernels) is not eligible (Polygraphy checks its axis 0).
+every 2-D and every self-inverse perm), a constant MatMul operand of rank 3 or more (a batched
+matmul, which TensorRT does not run on sparse kernels) is not eligible (Polygraphy checks its axis 0),
+and an Identity is looked through (torch's TorchScript exporter reads every initializer equal to an
+earlier one through an Identity; TensorRT's parser folds it into a constant weight).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import onnx
 from ..io.model import Model
 
 SPARSE_DTYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
-_AXIS_PRESERVING = ("QuantizeLinear", "DequantizeLinear", "TRT_FP8QuantizeLinear", "TRT_FP8DequantizeLinear", "Cast")
+_AXIS_PRESERVING = ("QuantizeLinear", "DequantizeLinear", "TRT_FP8QuantizeLinear", "TRT_FP8DequantizeLinear", "Cast",
+                    "Identity")
 
 
 @dataclass
