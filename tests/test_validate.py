@@ -35,8 +35,7 @@ def validate(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 
 
 def one_line(err: str, prefix: str) -> str:
-    # Warnings (random inputs, ...) are lines of their own (tests/test_guard_rails.py checks them).
-    lines = [line for line in err.splitlines() if not line.startswith("onnxprune: warning: ")]
+    lines = [line for line in err.splitlines() if not line.startswith("onnxprune: warning: ")]  # guard-rails tests
     assert len(lines) == 1, err
     assert lines[0].startswith(prefix), err
     return lines[0]
@@ -202,9 +201,8 @@ def test_element_fails_only_when_both_tolerances_are_exceeded() -> None:
 def test_relative_error_of_a_zero_reference_uses_epsilon() -> None:
     acc = OutputAccumulator("y", atol=1e-3, rtol=1e-3)
     acc.add(np.zeros(2, np.float32), np.array([0.0, 1e-4], np.float32))
-    stats = acc.result()
-    assert stats.max_rel == pytest.approx(1e-4 / np.finfo(np.float64).eps, rel=1e-6)
-    assert stats.elem_violations == 0  # huge rel, but abs is within atol
+    stats = acc.result()  # below: a huge relative error, but the absolute one is within atol
+    assert stats.max_rel == pytest.approx(1e-4 / np.finfo(np.float64).eps, rel=1e-6) and stats.elem_violations == 0
 
 
 def test_element_check_through_the_cli(tmp_path, monkeypatch, capsys) -> None:
@@ -415,8 +413,7 @@ def test_json_path_errors_name_the_option(tmp_path, monkeypatch, capsys) -> None
     ref = scale_model(tmp_path / "a.onnx", 1.0)
     code, _, err = validate(monkeypatch, capsys, ref, ref, "--json", tmp_path / "missing" / "r.json")
     assert code == 2
-    line = one_line(err, "onnxprune: error: ")
-    assert "--json" in line and "folder" in line and "does not exist" in line
+    assert all(word in one_line(err, "onnxprune: error: ") for word in ("--json", "folder", "does not exist"))
 
 
 def test_big_models_run_one_session_at_a_time_with_the_same_verdict(resnet_pair, tmp_path, monkeypatch,
