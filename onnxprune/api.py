@@ -48,6 +48,8 @@ class PruneOptions:
     sparse: str | None = None  # "2:4", "4:8" (N:M) or "0.5" (unstructured fraction of zeros)
     sparse_min_params: int = 0  # leave weights with fewer parameters dense
     sparse_any_shape: bool = False  # also weights TensorRT's sparse tiles cannot speed up (eligibility.py)
+    sparse_lm_head: bool = False  # also a language model's LM head and embedding table (dense by default)
+    allocation: str = "auto"  # per-layer ratios: "uniform", "llm" (passes/llm_allocation.py), "auto": llm for LMs
     samples: int = 4  # random batches when there is no calibration data
     val_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # --val-range ("" = every input)
     load_inputs: str | None = None  # validation feeds (Polygraphy JSON or .npz); else --calib's, else random
@@ -85,6 +87,8 @@ class PruneOptions:
                 raise InvalidOptionError(f"--{name.replace('_', '-')} must be in (0, 1), got {value}")
         if sum(v is not None for v in (self.target_flops, self.target_params, self.target_latency)) > 1:
             raise InvalidOptionError("give only one of --target-flops, --target-params, --target-latency")
+        if self.allocation not in ("auto", "uniform", "llm"):
+            raise InvalidOptionError(f"--allocation must be auto, uniform or llm, got '{self.allocation}'")
         if self.calib_batch < 1:
             raise InvalidOptionError(f"--calib-batch must be at least 1, got {self.calib_batch}")
         from onnxprune.passes.recover import check_recover_options
@@ -172,10 +176,11 @@ def build_passes(options: PruneOptions, calibration=None, shapes=None) -> list[P
         elif target:
             from onnxprune.passes.sensitivity import TargetBudget
 
-            passes += [scores, TargetBudget(calibration, target[1], target[0], shapes or {}, options.round_to or 1,
-                                            alignment)]
+            budget = TargetBudget(calibration, target[1], target[0], shapes or {}, options.round_to or 1, alignment)
+            passes += [scores, _llm_budget(options, budget, alignment, shapes, target)]
         else:
-            passes += [scores, ChannelBudget(channels, heads, alignment, shapes)]
+            passes += [scores, _llm_budget(options, ChannelBudget(channels, heads, alignment, shapes), alignment,
+                                           shapes)]
         passes += [Compensate(calibration)] if compensate else []
         passes += [RemoveChannels()]
         passes += [DropZeroBiases()] if compensate else []
@@ -185,8 +190,19 @@ def build_passes(options: PruneOptions, calibration=None, shapes=None) -> list[P
 
         criterion = sparse_criterion(options.criterion, calibration is not None and options.calib is not None)
         passes.append(SparsifyWeights(Pattern.parse(options.sparse), criterion, calibration, options.exclude,
-                                      options.sparse_min_params, options.global_ranking, options.sparse_any_shape))
+                                      options.sparse_min_params, options.global_ranking, options.sparse_any_shape,
+                                      options.sparse_lm_head))
     return passes
+
+
+def _llm_budget(options: PruneOptions, fallback: Pass, alignment, shapes, target=None) -> Pass:
+    """--allocation: the LLM allocation (per-layer ratios; `fallback` when auto finds no decoder LM)."""
+    if options.allocation == "uniform" or options.global_ranking:
+        return fallback
+    from onnxprune.passes.llm_allocation import LLMBudget
+
+    return LLMBudget(options.structured, options.heads, alignment, shapes, options.round_to or 1, target,
+                     fallback=fallback, forced=options.allocation == "llm")
 
 
 def check_paths(source: Path, target: Path) -> None:

@@ -7,7 +7,13 @@ untouched, and the model's metadata lists what was made sparse.
 Criteria: magnitude |W|; Wanda |W| * ||X_j|| (the input channel's norm over calibration data);
 SparseGPT (OBS with H = X^T X, error propagated to the columns not yet pruned). With calibration
 data, layers are processed in waves along the graph: a layer's statistics are captured on the model
-whose earlier layers are already sparse, as SparseGPT and Wanda do block by block.
+whose earlier layers are already sparse, as SparseGPT and Wanda do block by block (the capture runs
+block by block too, calib/stages.py, so each wave costs the blocks it changed, not the whole model).
+
+A decoder LLM's LM head and embedding tables stay dense unless asked (`lm_head=True`,
+--sparse-lm-head), as the Wanda and SparseGPT papers do; asked, a weight tied between the embedding
+lookup and the LM head is made sparse in place (the lookup reads the same table, now sparse), so
+the file never holds it twice.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import onnx
 
 from onnxprune.calib.data import CalibrationData
 from onnxprune.calib.statistics import collect_stats
+from onnxprune.deps.decoder import find_decoder_parts
 from onnxprune.errors import InvalidOptionError, ValidationError
 from onnxprune.io.model import Model
 from onnxprune.pipeline import Context
@@ -73,7 +80,7 @@ class SparsifyWeights:
 
     def __init__(self, pattern: Pattern, criterion: str = "magnitude", calibration: CalibrationData | None = None,
                  exclude: list[str] | None = None, min_params: int = 0, global_ranking: bool = False,
-                 any_shape: bool = False):
+                 any_shape: bool = False, lm_head: bool = False):
         if criterion != "magnitude" and calibration is None:
             raise InvalidOptionError(f"--criterion {criterion} with --sparse reads activations: give --calib")
         self.pattern = pattern
@@ -83,6 +90,7 @@ class SparsifyWeights:
         self.min_params = min_params
         self.any_shape = any_shape  # also weights TensorRT's sparse tiles cannot speed up (eligibility.py)
         self.global_ranking = global_ranking
+        self.lm_head = lm_head
         self._used: dict[str, str] = {}  # weight -> criterion actually applied (fallbacks differ)
 
     def run(self, context: Context) -> None:
@@ -90,6 +98,9 @@ class SparsifyWeights:
         _check_exclude(model, self.exclude)
         candidates = find_candidates(model, self.pattern.group if self.pattern.structured else 1)
         apply_policy(model, candidates, self.exclude, self.min_params, self.any_shape)
+        if not self.lm_head:
+            parts = find_decoder_parts(model)
+            _keep_vocabulary_dense(candidates, parts.head_weights | set(parts.embeddings))
         targets = [c for c in candidates if c.eligible]
         if not targets:
             context.report.setdefault("notes", []).append(
@@ -98,7 +109,7 @@ class SparsifyWeights:
         notes: dict[str, str] = {}
         self._used = {}
         for candidate in targets:
-            _separate_dense_readers(model, candidate, notes)
+            _separate_dense_readers(model, candidate, notes, in_place_lookups=self.lm_head)
         if self.global_ranking and not self.pattern.structured and self.criterion == "magnitude":
             self._global_magnitude(model, targets)
         else:
@@ -295,10 +306,29 @@ def _waves(model: Model, targets: list[Candidate]) -> list[list[Candidate]]:
     return [waves[level] for level in sorted(waves)]
 
 
-def _separate_dense_readers(model: Model, candidate: Candidate, notes: dict[str, str]) -> None:
-    """A weight that other ops also read (a tied embedding: Gather and the LM head's MatMul) gets a copy
-    for its sparse-math uses, so those ops keep the dense values. The engine holds two copies anyway:
-    TensorRT folds the Transpose in front of the MatMul into a constant of its own."""
+def _keep_vocabulary_dense(candidates: list[Candidate], weights: set[str]) -> None:
+    for candidate in candidates:
+        if candidate.eligible and candidate.name in weights:
+            candidate.reason = ("LM head / embedding table (the projection to the vocabulary): kept dense, as the "
+                                "LLM pruning literature does; --sparse-lm-head includes it")
+
+
+def _lookup_only(model: Model, node: onnx.NodeProto, tensor: str) -> bool:
+    """`node` reads `tensor` only as an embedding lookup's table (Gather data), maybe through a
+    Transpose/Cast first: such a reader takes the sparse table as well as the dense one."""
+    if node.op_type == "Gather":
+        return list(node.input).index(tensor) == 0 and tensor not in node.input[1:]
+    if node.op_type in ("Transpose", "Cast", "Identity"):
+        readers = model.consumers(node.output[0])
+        return bool(readers) and all(_lookup_only(model, reader, node.output[0]) for reader, _ in readers)
+    return False
+
+
+def _separate_dense_readers(model: Model, candidate: Candidate, notes: dict[str, str],
+                            in_place_lookups: bool = False) -> None:
+    """A weight that other ops also read gets a copy for its sparse-math uses, so those ops keep the
+    dense values. Not so for a tied embedding (Gather and the LM head's MatMul) when the LM head was
+    asked for (`in_place_lookups`): the lookup reads the sparse table too, and the file holds one copy."""
     heads = []
     for use in candidate.uses:
         node, tensor = use.node, use.node.input[use.operand]
@@ -308,6 +338,10 @@ def _separate_dense_readers(model: Model, candidate: Candidate, notes: dict[str,
         heads.append(node)
     others = [n for n, _ in model.consumers(candidate.name) if all(n is not head for head in heads)]
     if not others and candidate.name not in model.output_names:
+        return
+    if in_place_lookups and candidate.name not in model.output_names and all(
+            _lookup_only(model, node, candidate.name) for node in others):
+        notes[candidate.name] = "tied with an embedding lookup, which reads the sparse table too (one copy)"
         return
     copy = model.add_weight(f"{candidate.name}_sparse", np.array(model.weight(candidate.name)))
     for head in heads:

@@ -57,6 +57,8 @@ def sparsify(source: Path, target: Path, **options) -> dict:
     # These tests check eligibility as TensorRT and Polygraphy define it on small nets; the default
     # that leaves shapes TensorRT cannot speed up dense is tested in test_real_graph_patterns.py.
     options.setdefault("sparse_any_shape", True)
+    # Likewise the LM head of the gpt net, which --sparse leaves dense by default (test_llm_criteria.py).
+    options.setdefault("sparse_lm_head", True)
     return prune(source, target, PruneOptions(**options))
 
 
@@ -294,9 +296,10 @@ def test_bad_sparse_options_are_one_line_errors(zoo, tmp_path: Path) -> None:
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_tied_weight_keeps_a_dense_copy_for_its_other_readers(tmp_path: Path) -> None:
-    """A tied embedding (Gather for the lookup, MatMul through Transpose for the LM head): the head gets a
-    2:4 copy, the lookup keeps the dense values, so the embeddings that feed the network are unchanged."""
+def test_tied_weight_is_stored_once(tmp_path: Path) -> None:
+    """A tied embedding (Gather for the lookup, MatMul through Transpose for the LM head) is never
+    stored twice (issue 17): left dense by default (the LM head stays dense), and with the LM head
+    asked for it is made 2:4 in place, the lookup reading the same sparse table."""
     g = GraphBuilder(opset=17)
     ids = g.input((2, 5), "ids", elem_type=TensorProto.INT64)
     table = g.weight((32, 16), "embedding")
@@ -304,15 +307,17 @@ def test_tied_weight_keeps_a_dense_copy_for_its_other_readers(tmp_path: Path) ->
     g.output(hidden, g.op("MatMul", [hidden, g.op("Transpose", [table], perm=[1, 0])]))
     source = tmp_path / "tied.onnx"
     onnx.save(g.model(), str(source))
+    report = sparsify(source, tmp_path / "dense.onnx", sparse="2:4", sparse_lm_head=False)["sparsity"]
+    assert not [w for w in report["weights"] if w["eligible"]]
+    assert initializers(tmp_path / "dense.onnx").keys() == initializers(source).keys()
     report = sparsify(source, tmp_path / "out.onnx", sparse="2:4")["sparsity"]
     (entry,) = [w for w in report["weights"] if w["eligible"]]
-    assert entry["name"] != "embedding" and "Gather" in entry["note"]
+    assert entry["name"] == "embedding" and "Gather" not in (entry.get("note") or "")
     after = initializers(tmp_path / "out.onnx")
-    assert np.array_equal(after["embedding"], initializers(source)["embedding"])
-    assert reference_is_sparse(after[entry["name"]], 1)
+    assert after.keys() == initializers(source).keys()
+    assert reference_is_sparse(after["embedding"], 1)
     feed = {"ids": np.arange(10, dtype=np.int64).reshape(2, 5)}
-    out_name = g.outputs[0].name
-    np.testing.assert_array_equal(run(tmp_path / "out.onnx", feed)[out_name], run(source, feed)[out_name])
+    np.testing.assert_array_equal(run(tmp_path / "out.onnx", feed)[hidden], after["embedding"][feed["ids"]])
     check_valid(tmp_path / "out.onnx")
 
 

@@ -1,6 +1,9 @@
 """Per-channel statistics of intermediate tensors over calibration data, accumulated in float64
-without keeping activations: sums, sums of squares and (on request) X^T X Gram matrices with a
-constant column appended, so that a least-squares refit can solve for a bias too."""
+without keeping activations: sums, sums of squares, peaks (max |x|) and (on request) X^T X Gram
+matrices with a constant column appended, so that a least-squares refit can solve for a bias too.
+
+Tensors are captured block by block (stages.py): one sweep through the model for any number of
+tensors, and a pass that changes weights between requests reruns only the blocks it changed."""
 
 from __future__ import annotations
 
@@ -10,12 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..io.model import Model
-from ..report import progress
-from .capture import capture
 from .data import CalibrationData
-
-# Tensors captured per ONNX Runtime pass: bounds the activations held at once on big models.
-TENSORS_PER_PASS = 8
+from .stages import runner_for
 
 
 @dataclass
@@ -24,6 +23,7 @@ class ChannelStats:
     total: np.ndarray  # [C] sum over rows
     squares: np.ndarray  # [C] sum of squares over rows
     gram: np.ndarray | None = None  # [C + 1, C + 1]: X^T X of [X, 1]
+    peak: np.ndarray | None = None  # [C] max |x| over rows: massive activations show here, not in norms
 
     @property
     def mean(self) -> np.ndarray:
@@ -49,8 +49,11 @@ def _accumulate(stats: dict[str, ChannelStats], name: str, rows: np.ndarray, gra
     if entry is None:
         channels = rows.shape[1]
         entry = stats[name] = ChannelStats(0, np.zeros(channels), np.zeros(channels),
-                                           np.zeros((channels + 1, channels + 1)) if gram else None)
+                                           np.zeros((channels + 1, channels + 1)) if gram else None,
+                                           np.zeros(channels))
     entry.rows += rows.shape[0]
+    if rows.shape[0]:
+        entry.peak = np.maximum(entry.peak, np.abs(rows).max(axis=0))
     entry.total += rows.sum(axis=0)
     entry.squares += np.einsum("ij,ij->j", rows, rows)
     if entry.gram is not None:
@@ -66,13 +69,8 @@ def collect_stats(
     log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, ChannelStats]:
     """Statistics of each requested tensor along its channel axis (requests: tensor -> axis)."""
-    names = sorted(requests)
     stats: dict[str, ChannelStats] = {}
-    groups = [names[i:i + TENSORS_PER_PASS] for i in range(0, len(names), TENSORS_PER_PASS)]
-    with progress.bar(log, "calibration", total=len(groups) * len(calibration), unit="batch") as bar:
-        for group in groups:
-            for values in capture(model, group, calibration):
-                for name in group:
-                    _accumulate(stats, name, _rows(values[name], requests[name]), name in gram)
-                bar.update()
+    for _, values in runner_for(model, calibration, log).capture(requests, label="calibration"):
+        for name, value in values.items():
+            _accumulate(stats, name, _rows(value, requests[name]), name in gram)
     return stats

@@ -30,6 +30,9 @@ from .common import check_side_outputs, progress_log
 @click.option("--sparse-any-shape", is_flag=True,
               help="With --sparse: also zero weights whose shape TensorRT's sparse kernels cannot speed up "
                    "(output rows not a multiple of 8 or sparse axis not a multiple of 16; left dense by default).")
+@click.option("--sparse-lm-head", is_flag=True,
+              help="With --sparse: also sparsify a language model's LM head and embedding table (kept dense by "
+                   "default; a table tied to the LM head is then sparse for both, stored once).")
 @click.option("--calib", metavar="DATA", help="Calibration inputs: an .npz (input name -> [N, ...]) or a .py "
                                               "script with load_data() yielding feed dicts.")
 @click.option("--calib-batch", type=int, default=8, show_default=True, help="Samples per batch from an .npz.")
@@ -47,6 +50,10 @@ from .common import check_side_outputs, progress_log
 @click.option("--recover-lr", type=float, help="--recover's step size relative to each weight's RMS (default 0.01).")
 @click.option("--recover-rounds", type=int, default=1, show_default=True,
               help="Progressive pruning with --recover: K rounds of (prune 1/K of the way, recover).")
+@click.option("--allocation", type=click.Choice(["auto", "uniform", "llm"]), default="auto", show_default=True,
+              help="How --structured, --heads and --target-params/--target-flops spread over layers. llm: first and "
+                   "last blocks kept whole, OWL outlier-weighted ratios elsewhere; auto: llm for a decoder language "
+                   "model (found by its structure), else uniform.")
 @click.option("--global", "global_ranking", is_flag=True,
               help="Rank channels of all spaces together (normalized scores) instead of the same ratio everywhere.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
@@ -76,11 +83,11 @@ from .common import check_side_outputs, progress_log
               help="Exit 1 when a warning fired (collapsed output, nothing removed, target missed, random "
                    "validation inputs, demo model); the model is still written.")
 def command(source, target, structured, heads, drop_layers, criterion, sparse, sparse_min_params, sparse_any_shape,
-            calib,
+            sparse_lm_head, calib,
                   calib_batch, target_flops,
                   target_params, target_latency, compensate, recover, recover_steps, recover_time, recover_lr,
                   recover_rounds,
-                  global_ranking, device, round_to, exclude,
+                  allocation, global_ranking, device, round_to, exclude,
                   validate, shapes, seed, val_range, load_inputs, report_path, html_path, external_data, quiet,
             fail_on_warning) -> None:
     """Remove channels from IN and write the smaller model to OUT."""
@@ -100,7 +107,7 @@ def command(source, target, structured, heads, drop_layers, criterion, sparse, s
         global_ranking=global_ranking, device=device, round_to=round_to,
         exclude=list(exclude), validate=validate, shapes=parse_shapes(shapes), seed=seed,
         external_data=external_data, sparse=sparse, sparse_min_params=sparse_min_params,
-        sparse_any_shape=sparse_any_shape,
+        sparse_any_shape=sparse_any_shape, sparse_lm_head=sparse_lm_head, allocation=allocation,
         val_ranges=parse_val_ranges(val_range), load_inputs=load_inputs,
         recover=recover, recover_steps=recover_steps, recover_time=recover_time, recover_lr=recover_lr,
         recover_rounds=recover_rounds,

@@ -7,8 +7,9 @@ Rows of X, in the column order of the weight's rows layout [R, K]:
   `conv_rows(W)` = W moved to [O, kh, kw, C] and flattened, where M consecutive columns are M consecutive
   input channels at one kernel position (TensorRT's sparse axis for convolutions).
 
-Activations are never kept: each batch is folded into float64 sums and dropped, and at most
-`TENSORS_PER_PASS` tensors are captured per ONNX Runtime pass (as in `onnxprune.activations`).
+Activations are never kept: each batch is folded into float64 sums and dropped; tensors are captured
+block by block (calib/stages.py), so a layer's statistics after its predecessors changed cost only
+the blocks that changed.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from ..calib.capture import capture
 from ..calib.data import CalibrationData
-from ..calib.statistics import TENSORS_PER_PASS
 from ..errors import UnsupportedModelError
 from ..io.model import Model
 
@@ -126,33 +125,24 @@ def _collect(model: Model, requests: dict[str, GramRequest], calibration: Calibr
              log: Callable[[str], None]) -> dict[str, np.ndarray]:
     import torch
 
+    from ..calib.stages import runner_for
+
     produced = {out for node in model.graph.node for out in node.output} | set(model.input_names)
     for label, request in requests.items():
         assert request.tensor in produced, f"{label}: no tensor '{request.tensor}' in the graph"
     unique = sorted(set(requests.values()), key=lambda r: (r.tensor, r.axis, repr(r.conv)))
     sums: dict[GramRequest, torch.Tensor] = {}
-    tensors = sorted({r.tensor for r in unique})
-    graph_inputs = set(model.input_names)
-    passes = [tensors[i:i + TENSORS_PER_PASS] for i in range(0, len(tensors), TENSORS_PER_PASS)]
-    for number, names in enumerate(passes, 1):
-        wanted = [r for r in unique if r.tensor in names]
-        captured = [n for n in names if n not in graph_inputs]
-        # Graph inputs come from the feeds themselves: no ONNX Runtime pass when nothing else is asked for.
-        runs = capture(model, captured, calibration) if captured else ({} for _ in calibration)
-        # The capture generator first in zip: it is run to its end, which closes its session and folder.
-        for batch, (values, feed) in enumerate(zip(runs, calibration), 1):
-            if len(calibration) > 1 or len(passes) > 1:
-                log(f"\rsparsity statistics: pass {number}/{len(passes)}, batch {batch}/{len(calibration)}")
-            for request in wanted:
-                value = feed[request.tensor] if request.tensor in graph_inputs else values[request.tensor]
-                rows = _rows(value, request)
-                for start in range(0, rows.shape[0], ROWS_PER_CHUNK):
-                    chunk = rows[start:start + ROWS_PER_CHUNK]
-                    part = chunk.T @ chunk if gram else (chunk * chunk).sum(dim=0)
-                    sums[request] = part if request not in sums else sums[request] + part
-            del values
-    if passes:
-        log("")
+    runner = runner_for(model, calibration, log)
+    # Block by block (calib/stages.py): values arrive per block and feed, never the whole model's at once.
+    for _, values in runner.capture({r.tensor for r in unique}, label="sparsity statistics"):
+        for request in unique:
+            if request.tensor not in values:
+                continue
+            rows = _rows(values[request.tensor], request)
+            for start in range(0, rows.shape[0], ROWS_PER_CHUNK):
+                chunk = rows[start:start + ROWS_PER_CHUNK]
+                part = chunk.T @ chunk if gram else (chunk * chunk).sum(dim=0)
+                sums[request] = part if request not in sums else sums[request] + part
     result = {}
     for label, request in requests.items():
         total = sums[request].numpy()
