@@ -191,6 +191,23 @@ def test_only_learned_parameters_train():
     assert sum(frozen.values()) == 2
 
 
+def test_augmentation_mixes_real_images_and_leaves_ids_alone():
+    """Images get boxes of other calibration images (every pixel comes from one of the two, the size is
+    kept); token ids and masks are never changed."""
+    from onnxprune.recover import augment as augmentation
+
+    generator = torch.Generator().manual_seed(0)
+    image, partner = torch.rand(2, 3, 16, 40), torch.rand(2, 3, 16, 40) + 2.0
+    ids = torch.arange(10).reshape(2, 5)
+    out = augmentation.augment({"x": image, "ids": ids}, generator, {"x": partner, "ids": ids + 1})
+    mixed = out["x"]
+    assert mixed.shape == image.shape and torch.equal(out["ids"], ids)
+    from_partner = mixed >= 2.0
+    assert from_partner.any() and (~from_partner).any()
+    assert torch.equal(mixed[~from_partner], image[~from_partner])
+    assert torch.equal(mixed[from_partner], partner[from_partner])
+
+
 # ------------------------------------------------------------ the command line
 
 

@@ -95,6 +95,15 @@ class Samples:
             for chunk in self._chunks(indices[start:start + self.batch_size]):
                 yield self.batch(chunk, device)
 
+    def partner(self, chunk: list[int], generator: torch.Generator, device: torch.device) -> dict | None:
+        """A batch of other samples, one per sample of `chunk`, of the same shapes (None if there is none)."""
+        signature = _signature(self.units[chunk[0]])
+        others = [i for i, unit in enumerate(self.units) if i not in chunk and _signature(unit) == signature]
+        if not others or self._rows(self.units[chunk[0]]) != 1:
+            return None
+        picks = [others[int(torch.randint(len(others), (1,), generator=generator))] for _ in chunk]
+        return self.batch(picks, device)
+
     def step_chunks(self, generator: torch.Generator) -> list[tuple[list[int], float]]:
         """The next `batch` samples of a reshuffled cycle, as (chunk, its share of the step)."""
         chosen = []

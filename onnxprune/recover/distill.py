@@ -1,13 +1,14 @@
 """The training loop: the dense model teaches, the pruned model's kept weights learn.
 
 Both graphs run in the torch interpreter on the same (augmented) calibration samples. The loss is
-the scale-robust distance of every float output (loss.py) plus, where channel spaces were cut, the
-distance at intermediate tensors both graphs share by name and shape: the outputs of layers that
-lost input channels, the nearest points where the two models can be compared before the end.
+the scale-robust distance of every float output (loss.py) plus, inside the graphs (matching.py),
+the distance of the cut activations on the channels the pruned model kept and of the outputs of
+layers that lost input channels only: many more targets per sample than the outputs alone, which
+keeps a few samples from being fitted by features the dense model does not have.
 
 Step sizes are relative: each weight's learning rate is `lr` times its own RMS (Adam's steps have
-the size of the learning rate whatever the gradient's scale), so a kernel of values around 1e-3
-and one around 1 move by the same fraction, with a cosine decay over the run. The loss on the
+the size of the learning rate whatever the gradient's scale), with a cosine decay over the run,
+and a step that does not lower the loss of its own samples is undone (`_Training`). The loss on the
 un-augmented calibration samples is measured before and after; if training did not lower it, the
 weights are left as they were. Seeds are fixed: the same data and settings give the same weights.
 """
@@ -72,6 +73,7 @@ def _objective(want: dict, got: dict, losses: dict[str, TensorLoss], outputs: li
 
 def _evaluate(teacher: Teacher, student: GraphModule, samples: Samples, losses, points, settings,
               device) -> tuple[float, float]:
+    """(objective, output part) over the un-augmented calibration samples."""
     total = output = 0.0
     batches = 0
     with torch.no_grad():
@@ -124,7 +126,7 @@ class _Training:
         for chunk, share in self.samples.step_chunks(self.generator):
             feed = self.samples.batch(chunk, self.device)
             if self.settings.augment:
-                feed = augment(feed, self.generator)
+                feed = augment(feed, self.generator, self.samples.partner(chunk, self.generator, self.device))
             with torch.no_grad():
                 want = self.teacher(feed, keep=self.points)
             objective = self._objective(want, self.student(feed, keep=self.points))
