@@ -68,7 +68,7 @@ def test_real_llm_kv_groups_and_ffn(tmp_path, form):
     out = tmp_path / "out" / "model.onnx"
     out.parent.mkdir()
     report = prune(source, out, PruneOptions(structured=0.2, heads=0.34, validate=False, round_to=1,
-                                             shapes=_shapes(source)))
+                                             allocation="uniform", shapes=_shapes(source)))
     plan = {s["id"]: np.array(s["removed"], np.int64) for s in report["spaces"] if s["removed"]}
     kinds = {(s["kind"], len(s["removed"])) for s in report["spaces"] if s["removed"]}
     assert kinds == {("heads", 1), ("channels", 307)}, kinds  # every layer: 1 of 3 KV groups, 307 of 1536

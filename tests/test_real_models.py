@@ -124,8 +124,8 @@ def test_zeroed_channels_are_exactly_what_pruning_removes(name, tmp_path):
     zeroed, out = tmp_path / "zeroed.onnx", tmp_path / "pruned.onnx"
     save_model(model, zeroed)
     shapes = {key: tuple(value) for key, value in real.CATALOGUE[name].shapes.items()}
-    report = prune(zeroed, out, PruneOptions(structured=RATIO, heads=RATIO, round_to=1, validate=False,
-                                             shapes=shapes))
+    report = prune(zeroed, out, PruneOptions(structured=RATIO, heads=RATIO, round_to=1, allocation="uniform",
+                                             validate=False, shapes=shapes))
     removed = {space["id"]: space["removed"] for space in report["spaces"] if space["removed"]}
     assert removed == {space: [int(i) for i in indices] for space, indices in plan.items()}
     onnx.checker.check_model(str(out), full_check=True)

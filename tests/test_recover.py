@@ -18,10 +18,15 @@ from tiny import INPUT_SHAPE, tiny_model
 
 torch = pytest.importorskip("torch")
 
+from onnxprune.passes.recover import KeepDense, Recover  # noqa: E402
+
 from onnxprune.api import PruneOptions, prune  # noqa: E402
+from onnxprune.calib.data import CalibrationData  # noqa: E402
 from onnxprune.errors import InvalidOptionError  # noqa: E402
 from onnxprune.io.model import Model  # noqa: E402
+from onnxprune.pipeline import Context  # noqa: E402
 from onnxprune.recover.interpreter import GraphModule, to_torch  # noqa: E402
+from onnxprune.recover.settings import RecoverSettings  # noqa: E402
 from onnxprune.recover.writeback import choose_trainable  # noqa: E402
 
 
@@ -206,6 +211,29 @@ def test_augmentation_mixes_real_images_and_leaves_ids_alone():
     assert from_partner.any() and (~from_partner).any()
     assert torch.equal(mixed[~from_partner], image[~from_partner])
     assert torch.equal(mixed[from_partner], partner[from_partner])
+
+
+def test_a_graph_the_interpreter_cannot_run_is_left_pruned_with_a_note():
+    """Control flow (a subgraph reading outer values) is not interpreted: recovery is skipped, said so,
+    and the model keeps the weights the rewrite gave it."""
+    branch = lambda name: helper.make_graph(  # noqa: E731
+        [helper.make_node("Identity", ["c"], [f"{name}_out"])], name, [],
+        [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("If", ["flag"], ["y"], then_branch=branch("then"), else_branch=branch("else"))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w"),
+                               numpy_helper.from_array(np.array(True), "flag")])
+    model = Model.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    context = Context(model)
+    teacher = KeepDense()
+    teacher.run(context)
+    feeds = [{"x": np.ones((1, 3, 8, 8), np.float32)}]
+    Recover(teacher, CalibrationData(feeds, "test", 1), RecoverSettings(steps=2)).run(context)
+    assert "subgraph" in context.report["recover"]["rounds"][0]["skipped"]
+    assert any("--recover skipped" in note for note in context.report["notes"])
+    assert np.array_equal(model.weight("w"), np.ones((4, 3, 1, 1), np.float32))
 
 
 # ------------------------------------------------------------ the command line

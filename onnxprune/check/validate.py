@@ -92,6 +92,7 @@ def compare_models(
     INTERLEAVE_MAX_BYTES, one session exists at a time: the original runs every feed and is timed,
     its outputs are kept and its session freed, then the pruned model does the same.
     """
+    # Given feeds (--calib, --load-inputs) replace random ones: a model may need real values.
     feeds = list(feeds) if feeds else random_feeds(specs, resolved, seed, count=samples)
     paths = {"original": original, "pruned": pruned}
     # KV caches that lost heads: the pruned model takes the original's past without them, and its
@@ -356,8 +357,7 @@ def run_validation(reference: str | os.PathLike, pruned: str | os.PathLike,
     }
     together = model_bytes(reference) + model_bytes(pruned) <= INTERLEAVE_MAX_BYTES
     bar = progress.bar(log, "validation", total=len(feeds), unit="batch")  # `log`: a report.progress.Progress
-    metadata = Model.load(pruned, any_opset=True).proto.metadata_props
-    trims = runtime_config.cache_trims({prop.key: prop.value for prop in metadata})  # see compare_models
+    trims = runtime_config.cache_trims(got_meta)  # see compare_models
     for ref_out, got_out in (_paired_outputs if together else _sequential_outputs)(reference, pruned, feeds, trims):
         ref_out = runtime_config.trim(ref_out, trims)
         for name, accumulator in accumulators.items():
