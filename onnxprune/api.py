@@ -36,6 +36,7 @@ class PruneOptions:
     target_flops: float | None = None  # keep this fraction of the FLOPs (per-space ratios from sensitivity)
     target_params: float | None = None
     target_latency: float | None = None  # keep this fraction of the measured ORT latency
+    max_error: float | None = None  # cut as deep as the held-out output error allows (passes/quality_budget.py)
     global_ranking: bool = False
     round_to: int | None = None  # None: the multiples --device wants; 1: exact counts
     device: str = "cpu"  # the runtime the pruned model is for: sets channel alignment (measure/alignment.py)
@@ -85,8 +86,11 @@ class PruneOptions:
             value = getattr(self, name)
             if value is not None and not 0 < value < 1:
                 raise InvalidOptionError(f"--{name.replace('_', '-')} must be in (0, 1), got {value}")
-        if sum(v is not None for v in (self.target_flops, self.target_params, self.target_latency)) > 1:
-            raise InvalidOptionError("give only one of --target-flops, --target-params, --target-latency")
+        if sum(v is not None for v in (self.target_flops, self.target_params, self.target_latency,
+                                       self.max_error)) > 1:
+            raise InvalidOptionError("give only one of --target-flops, --target-params, --target-latency, --max-error")
+        if self.max_error is not None:
+            self._check_max_error()
         if self.allocation not in ("auto", "uniform", "llm"):
             raise InvalidOptionError(f"--allocation must be auto, uniform or llm, got '{self.allocation}'")
         if self.calib_batch < 1:
@@ -103,6 +107,18 @@ class PruneOptions:
         if self.val_ranges and self.calib:
             raise InvalidOptionError("--val-range applies to random inputs; with --calib, validation and scoring "
                                      "use the calibration data")
+
+
+    def _check_max_error(self) -> None:
+        if not self.max_error > 0:
+            raise InvalidOptionError(f"--max-error must be > 0, got {self.max_error}")
+        if not self.calib:
+            raise InvalidOptionError("--max-error judges the pruned model on held-out real inputs: give --calib")
+        if self.structured or self.heads:
+            raise InvalidOptionError("--max-error chooses how much to remove: leave out --structured and --heads")
+        if self.recover:
+            raise InvalidOptionError("--max-error with --recover is not supported: the error bound is searched "
+                                     "without training; use --structured or --target-flops with --recover")
 
 
 def effective_criterion(options: PruneOptions) -> str:
@@ -125,7 +141,7 @@ def runs_the_model(options: PruneOptions) -> bool:
     from onnxprune.passes import ACTIVATION_CRITERIA
 
     return bool(options.validate or options.calib or options.drop_layers or options.compensate or
-                options.target_flops or options.target_params or options.target_latency or
+                options.target_flops or options.target_params or options.target_latency or options.max_error or
                 sparse_needs_activations(options) or effective_criterion(options) in ACTIVATION_CRITERIA)
 
 
@@ -156,7 +172,13 @@ def build_passes(options: PruneOptions, calibration=None, shapes=None) -> list[P
     passes: list[Pass] = []
     if options.drop_layers:
         passes.append(DropLayers(options.drop_layers, calibration.feeds if calibration else []))
-    target = (("flops", options.target_flops) if options.target_flops is not None else
+    held = None
+    if options.max_error is not None:  # what judges the result is never fitted on
+        from onnxprune.passes.quality_budget import split_calibration
+
+        calibration, held = split_calibration(calibration)
+    target = (("error", options.max_error) if options.max_error is not None else
+              ("flops", options.target_flops) if options.target_flops is not None else
               ("params", options.target_params) if options.target_params is not None else
               ("latency", options.target_latency) if options.target_latency is not None else None)
     if options.structured or options.heads or target or not (options.drop_layers or options.sparse):
@@ -173,6 +195,11 @@ def build_passes(options: PruneOptions, calibration=None, shapes=None) -> list[P
 
             passes += [scores, LatencyBudget(calibration, target[1], shapes or {}, options.round_to or 1, alignment,
                                              runs=options.latency_runs)]
+        elif target and target[0] == "error":
+            from onnxprune.passes.quality_budget import QualityBudget
+
+            quality = QualityBudget(calibration, held, target[1], shapes or {}, options.round_to or 1, alignment)
+            passes += [scores, quality]
         elif target:
             from onnxprune.passes.sensitivity import TargetBudget
 
@@ -181,9 +208,18 @@ def build_passes(options: PruneOptions, calibration=None, shapes=None) -> list[P
         else:
             passes += [scores, _llm_budget(options, ChannelBudget(channels, heads, alignment, shapes), alignment,
                                            shapes)]
-        passes += [Compensate(calibration)] if compensate else []
+        if compensate and target and target[0] == "error":
+            from onnxprune.passes.quality_budget import HeldOutCompensation
+
+            passes += [HeldOutCompensation(Compensate(calibration), quality)]
+        else:
+            passes += [Compensate(calibration)] if compensate else []
         passes += [RemoveChannels()]
         passes += [DropZeroBiases()] if compensate else []
+        if target and target[0] == "error":
+            from onnxprune.passes.quality_budget import QualityCheck
+
+            passes += [QualityCheck(quality)]
     if options.sparse:
         from onnxprune.passes.sparse import SparsifyWeights, sparse_criterion
         from onnxprune.sparsity.pattern import Pattern
@@ -247,7 +283,7 @@ def prune(
     from onnxprune.passes import ACTIVATION_CRITERIA
 
     structured = (options.structured or options.heads or options.target_flops or options.target_params or
-                  options.target_latency)
+                  options.target_latency or options.max_error)
     if calibration is None and (options.drop_layers or options.compensate or options.target_flops or (
             options.target_params) or options.target_latency or sparse_needs_activations(options) or (
             (structured or not options.sparse) and effective_criterion(options) in ACTIVATION_CRITERIA)):
@@ -286,6 +322,10 @@ def _given_inputs(model: Model, options: PruneOptions, log: Callable[[str], None
                                        random_batches=options.samples, log=log)
     if options.load_inputs:
         return calibration, load_input_feeds(options.load_inputs, specs), f"--load-inputs '{options.load_inputs}'"
+    if options.max_error is not None:  # validation judges on what nothing was fitted on, as the search did
+        from onnxprune.passes.quality_budget import split_calibration
+
+        return calibration, split_calibration(calibration)[1].feeds, f"--calib '{options.calib}' (held out)"
     return calibration, calibration.feeds[:VALIDATION_FEEDS], f"--calib '{options.calib}'"
 
 
@@ -311,8 +351,9 @@ def _write_checked(model: Model, source: Path, target: Path, options: PruneOptio
                                                   runs=options.latency_runs, feeds=feeds,
                                                   trims=runtime_config.cache_trims(
                                                       {p.key: p.value for p in model.proto.metadata_props}))
+            held_out = " (held out)" if options.max_error is not None else ""
             report["validation"]["inputs"] = (f"--load-inputs '{options.load_inputs}'" if options.load_inputs else
-                                              f"--calib '{options.calib}'" if feeds else "random")
+                                              f"--calib '{options.calib}'{held_out}" if feeds else "random")
             if options.sparse:
                 report["tensorrt"] = _tensorrt_check(source, staged, shapes, options.seed, log)
         staging.commit(staged, target)

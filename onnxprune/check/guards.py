@@ -13,6 +13,7 @@ Codes (documented in README and docs/report-schema.md):
                        COLLAPSE_TOP1, or it cannot be compared (NaN/Inf, shape)
   nothing-removed      the written model is the input's size: no option, every space pinned, ...
   target-missed        --target-flops/--target-params kept more than TARGET_TOLERANCE off the target
+  max-error-missed     --max-error: the pruned model's own held-out error is above the bound
   random-inputs        validation ran on seeded random inputs, not on data (--calib, --load-inputs)
   demo-random-weights  a model carries metadata onnxprune.demo=random-weights (the shipped yolo_tiny)
 """
@@ -125,6 +126,12 @@ def prune_warnings(report: Mapping[str, Any], options: Any, model_proto: onnx.Mo
                                     f"--target-{metric} {goal:g}: the model keeps {achieved:g} of its {metric} "
                                     f"(more than {TARGET_TOLERANCE:g} off; pinned spaces and whole channels "
                                     "limit how close the plan gets)"))
+    error, bound = budget.get("achieved_error"), budget.get("max_error")
+    if isinstance(error, (int, float)) and isinstance(bound, (int, float)) and error > bound:
+        warnings.append(warning("max-error-missed",
+                                f"--max-error {bound:g}: the pruned model's held-out error is {error:.4g} (the search "
+                                f"estimated {budget.get('estimated_error', float('nan')):.4g} with the removed "
+                                "channels zeroed); give a larger bound or more calibration data"))
     if isinstance(validation, Mapping) and validation.get("inputs", "random") == "random":
         warnings.append(_random_warning("no --calib or --load-inputs"))
     if demo_marker({p.key: p.value for p in model_proto.metadata_props}):
@@ -156,7 +163,8 @@ def _nothing_removed(report: Mapping[str, Any], options: Any, model_proto: onnx.
                                       ("--drop-layers", options.drop_layers), ("--sparse", options.sparse),
                                       ("--target-flops", options.target_flops),
                                       ("--target-params", options.target_params),
-                                      ("--target-latency", options.target_latency)) if value]
+                                      ("--target-latency", options.target_latency),
+                                      ("--max-error", getattr(options, "max_error", None))) if value]
     if not asked:
         return ("no pruning option was given (--structured, --heads, --drop-layers, --sparse or "
                 "--target-flops/--target-params/--target-latency)")
@@ -167,6 +175,8 @@ def _nothing_removed(report: Mapping[str, Any], options: Any, model_proto: onnx.
         if not spaces:
             return f"the model has no channel space onnxprune can slice{inside}"
         return f"every channel space is pinned ({len(spaces)} spaces; `onnxprune inspect` says by what){inside}"
+    if getattr(options, "max_error", None):
+        return f"--max-error {options.max_error:g}: even the smallest cut tried was over it on held-out data{inside}"
     return (f"{', '.join(asked)} removed no channel, block or weight (spaces too small for the ratio, "
             f"--round-to, or --exclude){inside}")
 

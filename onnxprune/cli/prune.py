@@ -39,6 +39,10 @@ from .common import check_side_outputs, progress_log
 @click.option("--target-flops", type=float, help="Keep this fraction of the FLOPs; per-space ratios from sensitivity.")
 @click.option("--target-params", type=float, help="Keep this fraction of the parameters.")
 @click.option("--target-latency", type=float, help="Keep this fraction of the ORT latency measured here.")
+@click.option("--max-error", type=float, metavar="E",
+              help="Remove as much as possible (FLOPs) while the outputs stay within E of the original on a "
+                   "held-out quarter of --calib: mean over output channels of the relative squared error "
+                   "(0.01 = 20 dB SNR per channel). Chooses the ratios itself; needs --calib.")
 @click.option("--compensate/--no-compensate", default=None,
               help="Refit kept weights and biases by least squares on calibration data (default: on with --calib).")
 @click.option("--recover", is_flag=True,
@@ -85,7 +89,8 @@ from .common import check_side_outputs, progress_log
 def command(source, target, structured, heads, drop_layers, criterion, sparse, sparse_min_params, sparse_any_shape,
             sparse_lm_head, calib,
                   calib_batch, target_flops,
-                  target_params, target_latency, compensate, recover, recover_steps, recover_time, recover_lr,
+                  target_params, target_latency, max_error, compensate, recover, recover_steps, recover_time,
+                  recover_lr,
                   recover_rounds,
                   allocation, global_ranking, device, round_to, exclude,
                   validate, shapes, seed, val_range, load_inputs, report_path, html_path, external_data, quiet,
@@ -103,7 +108,7 @@ def command(source, target, structured, heads, drop_layers, criterion, sparse, s
     options = PruneOptions(
         structured=structured, heads=heads, drop_layers=drop_layers, criterion=criterion, calib=calib,
         calib_batch=calib_batch, compensate=compensate, target_flops=target_flops, target_params=target_params,
-        target_latency=target_latency,
+        target_latency=target_latency, max_error=max_error,
         global_ranking=global_ranking, device=device, round_to=round_to,
         exclude=list(exclude), validate=validate, shapes=parse_shapes(shapes), seed=seed,
         external_data=external_data, sparse=sparse, sparse_min_params=sparse_min_params,

@@ -54,10 +54,15 @@ def summary(report: dict[str, Any]) -> str:
     if isinstance(calibration, dict):
         how.append(f"calibration {calibration.get('samples')} samples from {calibration.get('source') or 'random'}")
     if isinstance(report.get("compensation"), dict):
-        how.append(f"compensation: {report['compensation'].get('layers_refit', 0)} layers refit")
+        refit = report["compensation"]
+        how.append("compensation undone (it raised the held-out error)" if refit.get("kept") is False else
+                   f"compensation: {refit.get('layers_refit', 0)} layers refit")
     budget = report.get("budget") or {}
     for metric, goal in (budget.get("target") or {}).items():
         how.append(f"target {metric} {goal}: achieved {budget.get('achieved')}")
+    if "max_error" in budget:
+        how.append(f"max error {budget['max_error']:g} on {budget['held_out']['samples']} held-out samples: "
+                   f"{_error(budget.get('achieved_error'))} (estimated {_error(budget.get('estimated_error'))})")
     if how:
         lines.append("; ".join(how))
     before, after = report.get("before"), report.get("after")
@@ -122,3 +127,7 @@ def inspect_table(spaces: list[dict[str, Any]], verbose: bool = False) -> str:
     prunable = sum(1 for space in spaces if space["prunable"])
     lines.append(f"{len(spaces)} channel spaces: {prunable} prunable, {len(spaces) - prunable} pinned")
     return "\n".join(lines)
+
+
+def _error(value) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "not measured"
