@@ -301,6 +301,11 @@ def prune(
     report["before"], report["after"] = before, after
     report["shapes"] = {name: list(shape) for name, shape in shapes.items()}
     _write_checked(model, source, target, options, report, specs, shapes, log, input_check, given)
+    if options.validate and given is not None and not options.load_inputs and options.max_error is None and (
+            isinstance(report.get("compensation"), dict)):
+        report["notes"].append("validation ran on calibration batches the compensation was fitted on: its figures "
+                               "are optimistic; --load-inputs (or --max-error, which holds data out) judges on "
+                               "unseen inputs")
     report["prune_seconds"] = round(time.perf_counter() - started, 3)
     # What the run must not keep to itself (collapsed outputs, nothing removed, ...): check/guards.py.
     report["warnings"] = prune_warnings(report, options, model.proto)
