@@ -14,6 +14,8 @@ from onnx import TensorProto, helper
 
 from onnxprune.errors import InvalidOptionError
 
+from .counts_contrib import counter_for, needs_ort_shapes, onnx_attention, ort_static_shapes
+
 FLOAT_TYPES = frozenset(
     value
     for name, value in TensorProto.DataType.items()
@@ -128,7 +130,8 @@ def count_flops(
 
     for node in graph.node:
         label = node.name or f"{node.op_type}:{node.output[0] if node.output else '?'}"
-        counter = (
+        # A contrib op (some of which ORT registers in the default domain) before the ONNX formulas.
+        counter = counter_for(node) or (
             _COUNTERS.get(node.op_type) if node.domain in _STANDARD_DOMAINS else None
         )
         if counter is None:
@@ -170,6 +173,13 @@ def _infer_shapes(
         shape = _static_shape(value)
         if shape is not None:
             shapes[value.name] = shape
+    # ONNX stops at the first contrib op, and leaves dims that only data propagation through masks
+    # and rotary tables would fix symbolic; ORT's own symbolic inference goes through both.
+    counted = [node for node in graph.node if node.output and (
+        counter_for(node) or (node.domain in _STANDARD_DOMAINS and node.op_type in _COUNTERS))]
+    if needs_ort_shapes(graph) or any(node.output[0] not in shapes for node in counted):
+        for name, shape in ort_static_shapes(light, notes).items():
+            shapes.setdefault(name, shape)
     return graph, shapes
 
 
@@ -379,7 +389,7 @@ _WHOLE_INPUT_OPS = (
     "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
     "ReduceLogSumExp", "ReduceSumSquare",
 )
-_UNCOUNTED_OPS = frozenset(("If", "Loop", "Scan", "Einsum", "LSTM", "GRU", "RNN", "Attention"))
+_UNCOUNTED_OPS = frozenset(("If", "Loop", "Scan", "Einsum", "LSTM", "GRU", "RNN"))
 # fmt: on
 
 _COUNTERS: dict[str, Callable[[onnx.NodeProto, ShapeOf], int | None]] = {
@@ -390,6 +400,7 @@ _COUNTERS: dict[str, Callable[[onnx.NodeProto, ShapeOf], int | None]] = {
     "Gemm": _gemm,
     "MatMul": _matmul,
     "MatMulInteger": _matmul,
+    "Attention": onnx_attention,
     "QLinearMatMul": _matmul,
     "MaxPool": _pool,
     "AveragePool": _pool,

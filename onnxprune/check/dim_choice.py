@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..io.model import Model
+from .cache_dims import cache_head_sizes
 from .inputs import InputSpec, _is_float, _key
 
 SEQUENCE_LENGTH = 32
@@ -176,7 +177,8 @@ def image_inputs(model: Model, specs: list[InputSpec], overrides: Mapping[str, t
 def candidates(model: Model, specs: list[InputSpec], overrides: Mapping[str, tuple[int, ...]]) -> list[Suggestions]:
     """Suggestions for symbolic dims, the preferred first, then other image sizes to try."""
     images = image_inputs(model, specs, overrides)
-    base: Suggestions = {}
+    # A KV cache's symbolic head size is fixed by the weights: no sequence-length guess for it.
+    base: Suggestions = cache_head_sizes(model, [spec for spec in specs if spec.name not in overrides])
     image_keys = set()
     for image in images:
         spec = next(s for s in specs if s.name == image.name)
