@@ -12,7 +12,8 @@ calibration fits in 24 GB.
 
 Cuts are found from the structure alone: after a node at which exactly one *state* tensor (one
 downstream of a node that multiplies data by a weight matrix) is live, i.e. produced at or before the
-node and read after it; masks, positions and rotary tables computed from the inputs are side inputs. In a
+node and read after it (or several that one node produced: a fused SkipSimplifiedLayerNormalization
+hands on the residual sum and its normalized copy); masks, positions and rotary tables computed from the inputs are side inputs. In a
 pre-norm transformer that is the residual stream after each residual Add; in a plain CNN, every layer
 boundary. Every stage holds at least one such node. A model without such a cut is one stage,
 which is the whole-model capture this replaces.
@@ -32,7 +33,6 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..check import runtime
-from ..io import protowrite
 from ..io.model import Model, subgraph_outer_inputs
 from ..report import progress
 
@@ -96,7 +96,7 @@ def plan_stages(model: Model) -> list[Stage]:
             last_read[name] = position
     state: set[str] = set()
     matrix_node = _compute_nodes(model, nodes, reads)
-    live: set[str] = set()
+    live: dict[str, int] = {}  # live state tensor -> position of the node that produced it
     risky: set[str] = set()  # live outputs of _MAYBE_NOT_TENSOR ops
     cuts, since_matrix = [], False
     for position, node in enumerate(nodes):
@@ -104,14 +104,16 @@ def plan_stages(model: Model) -> list[Stage]:
             state.update(name for name in node.output if name)
         for name in reads[position]:
             if last_read.get(name) == position:
-                live.discard(name)
+                live.pop(name, None)
                 risky.discard(name)
         later = [name for name in node.output if name and last_read.get(name, -1) > position]
-        live.update(name for name in later if name in state)
+        live.update((name, position) for name in later if name in state)
         if node.op_type in _MAYBE_NOT_TENSOR:
             risky.update(later)
         since_matrix |= matrix_node[position]
-        if since_matrix and len(live) == 1 and not risky and position < len(nodes) - 1:
+        # One state, possibly in several tensors of one node: a fused Skip*LayerNormalization hands on
+        # both the residual sum and its normalized copy (ORT-optimized and GenAI decoders).
+        if since_matrix and len(set(live.values())) == 1 and not risky and position < len(nodes) - 1:
             cuts.append(position + 1)
             since_matrix = False
     bounds = [0, *cuts, len(nodes)]
@@ -133,19 +135,6 @@ def structure_key(model: Model) -> str:
         digest.update(node.SerializeToString())
     digest.update(repr(sorted(model.input_names)).encode())
     return digest.hexdigest()
-
-
-def _initializer(model: Model, name: str) -> TensorProto:
-    weight = model.weights[name]
-    tensor = TensorProto()
-    tensor.CopyFrom(weight.header)
-    if weight.array is not None:
-        del tensor.dims[:]
-        tensor.dims.extend(weight.array.shape)
-        tensor.raw_data = protowrite.contiguous_le(weight.array).tobytes()
-    elif weight.opaque is not None:
-        tensor.raw_data = weight.opaque.tobytes()
-    return tensor
 
 
 def _value_info(name: str, array: np.ndarray) -> onnx.ValueInfoProto:
@@ -272,7 +261,7 @@ class StagedRunner:
         # Outputs without a type: ONNX Runtime infers it, and shape inference on a big graph (seconds
         # to minutes) is not needed for that.
         declared = [onnx.ValueInfoProto(name=name) for name in outputs]
-        initializers = [_initializer(self.model, name) for name in stage.weights]
+        initializers = [self.model.initializer(name) for name in stage.weights]
         graph = helper.make_graph(stage.nodes, f"stage_{stage.index}", inputs, declared, initializers)
         proto = helper.make_model(graph, opset_imports=list(self.model.proto.opset_import))
         proto.ir_version = self.model.proto.ir_version

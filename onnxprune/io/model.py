@@ -355,17 +355,21 @@ class Model:
         """A self-contained ModelProto with every weight inline (for in-memory use and tests)."""
         proto = onnx.ModelProto()
         proto.CopyFrom(self.proto)
-        for weight in self.weights.values():
-            tensor = TensorProto()
-            tensor.CopyFrom(weight.header)
-            if weight.array is not None:
-                del tensor.dims[:]
-                tensor.dims.extend(weight.array.shape)
-                tensor.raw_data = protowrite.contiguous_le(weight.array).tobytes()
-            elif weight.opaque is not None:
-                tensor.raw_data = weight.opaque.tobytes()
-            proto.graph.initializer.append(tensor)
+        proto.graph.initializer.extend(self.initializer(name) for name in self.weights)
         return proto
+
+    def initializer(self, name: str) -> TensorProto:
+        """One weight as a self-contained initializer (its current values inline)."""
+        weight = self.weights[name]
+        tensor = TensorProto()
+        tensor.CopyFrom(weight.header)
+        if weight.array is not None:
+            del tensor.dims[:]
+            tensor.dims.extend(weight.array.shape)
+            tensor.raw_data = protowrite.contiguous_le(weight.array).tobytes()
+        elif weight.opaque is not None:
+            tensor.raw_data = weight.opaque.tobytes()
+        return tensor
 
 
 def _weight_from_array(name: str, array: np.ndarray) -> WeightData:
