@@ -13,10 +13,10 @@ calibration fits in 24 GB.
 Cuts are found from the structure alone: after a node at which exactly one *state* tensor (one
 downstream of a node that multiplies data by a weight matrix) is live, i.e. produced at or before the
 node and read after it (or several that one node produced: a fused SkipSimplifiedLayerNormalization
-hands on the residual sum and its normalized copy); masks, positions and rotary tables computed from the inputs are side inputs. In a
-pre-norm transformer that is the residual stream after each residual Add; in a plain CNN, every layer
-boundary. Every stage holds at least one such node. A model without such a cut is one stage,
-which is the whole-model capture this replaces.
+hands on the residual sum and its normalized copy); masks, positions and rotary tables computed from
+the inputs are side inputs. In a pre-norm transformer that is the residual stream after each residual
+Add; in a plain CNN, every layer boundary. Every stage holds at least one such node. A model without
+such a cut is one stage, which is the whole-model capture this replaces.
 """
 
 from __future__ import annotations
