@@ -26,6 +26,11 @@ from onnxprune.plan import Budget, lowest, removal_count
 from onnxprune.report import progress
 
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+# The curves run the model once per (space, ratio, feed): ddddocr_det (73 spaces, 6.4 GFLOPs at 416x416)
+# on 8 feeds took over 10 minutes. Their FLOPs are held to about this many, about a minute of ORT CPU
+# on 2 shared cores here (~50 GFLOP/s measured on ddddocr_det), by measuring on fewer feeds.
+SENSITIVITY_FLOPS = 3e12
+TIE_FACTOR = 1.5
 
 
 @dataclass
@@ -66,12 +71,14 @@ def sensitivity_curves(
     calibration: CalibrationData,
     ratios: tuple[float, ...] = RATIOS,
     log: Callable[[str], None] = lambda message: None,
+    max_feeds: int | None = None,
 ) -> list[Curve]:
+    """One curve per prunable space; `max_feeds` measures on the first feeds only (sensitivity_feeds)."""
     spaces = [space for space in graph.prunable if space.id in scores]
     weights = sorted({m.tensor for space in spaces for m in space.weight_members})
     session = _session_with_overridable(model, weights)
     outputs = [o.name for o in session.get_outputs()]
-    feeds = list(calibration)
+    feeds = list(calibration)[:max_feeds]
     reference = [session.run(outputs, feed) for feed in feeds]
     # The error is scale-robust (check/fidelity.py): every channel of every output weighs the same, so
     # a detector's box coordinates in pixels cannot hide ruined class scores in 0..1.
@@ -116,23 +123,47 @@ def space_costs(model: Model, graph: ChannelGraph, node_flops: dict[str, int]) -
     return costs
 
 
+def sensitivity_feeds(spaces: int, flops_per_feed: float, feeds: int, ratios: int = len(RATIOS),
+                      budget: float | None = None) -> int:
+    """How many calibration feeds the curves are measured on: all of them while the runs (one per space,
+    ratio and feed) stay within `budget` FLOPs, fewer beyond, at least one. Counted, not timed, so the
+    same model and data give the same plan on any machine and under any load."""
+    budget = SENSITIVITY_FLOPS if budget is None else budget
+    runs_per_feed = max(spaces * ratios, 1) * max(flops_per_feed, 1.0)
+    return max(1, min(feeds, int(budget // runs_per_feed)))
+
+
+def _bucket(value: float) -> float:
+    """Added error per unit saved, coarsened to steps of TIE_FACTOR: within one step two cuts are a tie
+    (sensitivity measured on a few feeds is not finer than that), and no added error is the lowest step."""
+    return float("-inf") if value <= 0 else float(np.floor(np.log(value) / np.log(TIE_FACTOR)))
+
+
 def allocate(curves: list[Curve], costs: dict[int, tuple[float, float]], totals: tuple[float, float],
-             target: float, which: int) -> dict[int, float]:
+             target: float, which: int, tie_costs: dict[int, float] | None = None) -> dict[int, float]:
     """Greedy: keep taking the step (one space to its next ratio) with the least added error per
-    unit of cost saved, until the remaining cost is at most `target` of the total."""
+    unit of cost saved, until the remaining cost is at most `target` of the total.
+
+    `tie_costs` (per space: what one channel saves in another currency, e.g. seconds of the latency
+    model) breaks ties: among steps whose error per unit saved is within TIE_FACTOR, the one that saves
+    the most of it per unit of the target's cost goes first, so a FLOPs cut goes where it buys time."""
     chosen = {curve.space: 0 for curve in curves}
     by_space = {curve.space: curve for curve in curves}
     goal = (1 - target) * totals[which]
     saved = 0.0
 
-    def step(curve: Curve) -> tuple[float, float] | None:
+    def step(curve: Curve) -> tuple[tuple[float, float, float], float] | None:
         index = chosen[curve.space]
         if index >= len(curve.ratios):
             return None
         before_ratio = curve.ratios[index - 1] if index else 0.0
         before_error = curve.errors[index - 1] if index else 0.0
         gain = (curve.ratios[index] - before_ratio) * curve.size * costs[curve.space][which]
-        return (curve.errors[index] - before_error) / max(gain, 1e-12), gain
+        per_unit = (curve.errors[index] - before_error) / max(gain, 1e-12)
+        if tie_costs is None:
+            return (per_unit, 0.0, 0.0), gain
+        tie = tie_costs.get(curve.space, 0.0) / max(costs[curve.space][which], 1e-30)
+        return (_bucket(per_unit), -tie, per_unit), gain
 
     while saved < goal:
         options = [(step(curve), curve.space) for curve in curves]
@@ -143,6 +174,72 @@ def allocate(curves: list[Curve], costs: dict[int, tuple[float, float]], totals:
         chosen[space] += 1
         saved += gain
     return {space: by_space[space].ratios[index - 1] if index else 0.0 for space, index in chosen.items()}
+
+
+def allocate_exact(curves: list[Curve], costs, total: float, target: float, ties=None) -> dict[int, float]:
+    """`allocate`'s greedy on a budget.PlanCosts: each step's saving is what the plan so far would really
+    save (a layer that already lost inputs saves less when it loses outputs), so the goal is reached as
+    asked instead of ending short. `ties`, a PlanCosts in another currency (seconds), breaks ties the
+    way `allocate`'s tie_costs do. Steps are cached per space and recomputed only for the spaces that
+    share a layer with the one that moved."""
+    chosen = {curve.space: 0 for curve in curves}
+    removed = {curve.space: 0 for curve in curves}
+    goal = (1 - target) * total
+    neighbours = {curve.space: {other for tensor in costs.tensors_of.get(curve.space, ())
+                                for members in costs.axes[tensor].values() for other, _ in members}
+                  for curve in curves}
+    cache: dict[int, tuple | None] = {}
+
+    def step(curve: Curve) -> tuple | None:
+        index = chosen[curve.space]
+        if index >= len(curve.ratios):
+            return None
+        count = removal_count(curve.size, Budget(curve.ratios[index]))
+        gain = costs.step_gain(removed, curve.space, count)
+        if gain <= 0:
+            return None
+        per_unit = (curve.errors[index] - (curve.errors[index - 1] if index else 0.0)) / gain
+        if ties is None:
+            return (per_unit, curve.space), count, gain
+        tie = ties.step_gain(removed, curve.space, count) / gain
+        return (_bucket(per_unit), -tie, per_unit, curve.space), count, gain
+
+    saved = 0.0
+    while saved < goal:
+        for curve in curves:
+            if curve.space not in cache:
+                cache[curve.space] = step(curve)
+        options = [(found, space) for space, found in cache.items() if found is not None]
+        if not options:
+            break
+        (_, count, gain), space = min(options, key=lambda option: option[0][0])
+        chosen[space] += 1
+        removed[space] = count
+        saved += gain
+        for other in neighbours[space] | {space}:
+            cache.pop(other, None)
+    by_space = {curve.space: curve for curve in curves}
+    return {space: by_space[space].ratios[index - 1] if index else 0.0 for space, index in chosen.items()}
+
+
+def interpolated(curve: Curve, ratios: tuple[float, ...]) -> Curve:
+    """The curve on a finer grid, linear between its measured points (and from no error at ratio 0);
+    ratios that remove no channel of the space are left out, as sensitivity_curves leaves them."""
+    if not curve.ratios:
+        return curve
+    errors = np.interp(ratios, [0.0, *curve.ratios], [0.0, *curve.errors])
+    kept = [(r, float(e)) for r, e in zip(ratios, errors)
+            if r <= curve.ratios[-1] + 1e-9 and removal_count(curve.size, Budget(r)) > 0]
+    return Curve(curve.space, curve.label, curve.kind, curve.size, [r for r, _ in kept], [e for _, e in kept])
+
+
+def _rows_scale(feed: dict[str, np.ndarray], shapes: dict) -> float:
+    """A feed's leading dimension over the one FLOPs were counted at (feeds may batch several rows)."""
+    for name, value in feed.items():
+        shape = shapes.get(name)
+        if shape and np.ndim(value) and isinstance(shape[0], int) and shape[0] > 0:
+            return np.shape(value)[0] / shape[0]
+    return 1.0
 
 
 class TargetBudget:
@@ -159,16 +256,20 @@ class TargetBudget:
 
     def run(self, context: Context) -> None:
         model, graph = context.model, context.channel_graph()
-        curves = sensitivity_curves(model, graph, context.scores, self.calibration, log=context.log)
-        costs, totals, which = self._costs(context)
-        # The cost model is first order (a layer losing inputs and outputs saves less than the sum);
-        # measure the plan exactly and correct the internal target a few times.
+        plan_costs, total = self._plan_costs(context)
+        feeds, grid = self._curve_feeds(context)
+        curves = sensitivity_curves(model, graph, context.scores, self.calibration, grid, log=context.log,
+                                    max_feeds=feeds)
+        curves = [interpolated(curve, RATIOS) for curve in curves] if grid != RATIOS else curves
+        ties = self._tie_costs(context)
+        # The plan's cost is exact per weighted layer (PlanCosts) but not for what alignment moves or what
+        # the model spends outside those layers; measure each plan and correct the internal target.
         internal, best, trials = self.target, None, []
         bar = progress.bar(context.log, f"target search ({self.metric})", total=8, unit="trial")
         for _ in range(8):
-            ratios = allocate(curves, costs, totals, internal, which)
+            ratios = allocate_exact(curves, plan_costs, total, internal, ties)
             plan = self._plan(context, context.scores, ratios)
-            kept = self._measure(context, plan, totals[which])
+            kept = self._measure(context, plan, total)
             trials.append({"internal_target": round(internal, 4), "kept": round(kept, 4)})
             bar.update()
             bar.set_postfix_str(f"kept {kept:.3f}, goal {self.target:.3f}")
@@ -184,16 +285,68 @@ class TargetBudget:
         context.report["budget"] = {"target": {self.metric: self.target}, "achieved": round(kept, 4),
                                     "ratios": {str(k): v for k, v in ratios.items() if v}}
 
-    def _costs(self, context: Context) -> tuple[dict[int, tuple[float, float]], tuple[float, float], int]:
-        """Per-channel (FLOPs, parameters) of every space, the model's totals, and which one the target is on."""
+    def _flops(self, context: Context):
+        """counts.FlopsReport of the model at self.shapes, counted once per run."""
         from onnxprune.check import counts as metrics
         from onnxprune.check.stats import folded_light_proto
 
+        if getattr(self, "_flops_report", None) is None or self._flops_report[0] is not context.model:
+            report = metrics.count_flops(folded_light_proto(context.model, self.shapes), self.shapes)
+            self._flops_report = (context.model, report)
+        return self._flops_report[1]
+
+    def _costs(self, context: Context) -> tuple[dict[int, tuple[float, float]], tuple[float, float], int]:
+        """Per-channel (FLOPs, parameters) of every space, the model's totals, and which one the target is on."""
         model, graph = context.model, context.channel_graph()
-        flops = metrics.count_flops(folded_light_proto(model, self.shapes), self.shapes)
+        flops = self._flops(context)
         costs = space_costs(model, graph, flops.by_node)
         params = float(parameter_count(model.weights.values()))
         return costs, (float(flops.total), params), 0 if self.metric == "flops" else 1
+
+    def _plan_costs(self, context: Context):
+        """budget.PlanCosts of the target's metric, and the model's total of it."""
+        from .budget import PlanCosts
+
+        model, graph = context.model, context.channel_graph()
+        if self.metric == "flops":
+            flops = self._flops(context)
+            return PlanCosts(model, graph, flops.by_node, list(context.scores)), float(flops.total)
+        return PlanCosts(model, graph, None, list(context.scores)), float(parameter_count(model.weights.values()))
+
+    def _curve_feeds(self, context: Context) -> tuple[int, tuple[float, ...]]:
+        """The calibration feeds the sensitivity curves are measured on (sensitivity_feeds) and their ratio
+        grid: every other ratio, interpolated between, when even one feed on the full grid is over budget."""
+        feeds = list(self.calibration)
+        try:
+            flops = float(self._flops(context).total) * _rows_scale(feeds[0], self.shapes) if feeds else 0.0
+        except Exception:  # FLOPs that cannot be counted: measure on every feed, as before
+            return len(feeds), RATIOS
+        spaces = sum(1 for space in context.channel_graph().prunable if space.id in context.scores)
+        grid = RATIOS if spaces * len(RATIOS) * flops <= SENSITIVITY_FLOPS else RATIOS[::2]
+        used = sensitivity_feeds(spaces, flops, len(feeds), len(grid))
+        context.report["sensitivity_feeds"] = {"used": used, "of": len(feeds), "flops_per_feed": flops,
+                                               "ratios_measured": list(grid)}
+        return used, grid
+
+    def _tie_costs(self, context: Context):
+        """Seconds one channel of each space costs in the latency model (ORT CPU on this machine, cached), to
+        break ties between equally sensitive cuts; None for another device, or when layers cannot be timed."""
+        from onnxprune.measure.latency_model import layer_latencies
+
+        if self.alignment is not None and self.alignment.device != "cpu":
+            return None
+        try:
+            by_node = layer_latencies(context.model, self.shapes, log=context.log)
+        except Exception as exc:  # a refinement only: shapes that cannot be inferred, a layer ORT rejects
+            context.report.setdefault("notes", []).append(f"latency tie-breaks skipped: {type(exc).__name__}")
+            return None
+        if not by_node:
+            return None
+        context.report["latency_model"] = {"layers_timed": len(by_node),
+                                           "layers_seconds": round(sum(by_node.values()), 6)}
+        from .budget import PlanCosts
+
+        return PlanCosts(context.model, context.channel_graph(), by_node, list(context.scores))
 
     def _better(self, kept: float, best: float) -> bool:
         return abs(kept - self.target) < abs(best - self.target)

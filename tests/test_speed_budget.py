@@ -1,0 +1,99 @@
+"""Speed of the budget passes (issue 16): --target-flops measures its sensitivity curves within a FLOPs
+budget, and breaks ties between equally sensitive cuts by the latency model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnxprune.passes.sensitivity import SENSITIVITY_FLOPS, TIE_FACTOR, Curve, allocate, sensitivity_feeds
+from oracle import check_valid
+
+from onnxprune import PruneOptions, prune
+
+
+def test_curves_use_every_feed_while_the_runs_fit_the_budget():
+    # 10 spaces x 7 ratios of a 1 GFLOP model: 7e10 per feed, so the 3e12 budget holds 42 feeds.
+    per_feed = 10 * 7 * 1e9
+    assert sensitivity_feeds(10, 1e9, 8) == 8
+    assert sensitivity_feeds(10, 1e9, 100) == int(SENSITIVITY_FLOPS // per_feed)
+    # A model whose runs on one feed already exceed the budget still measures on one.
+    assert sensitivity_feeds(73, 6.4e9, 8) == 1
+    assert sensitivity_feeds(0, 0.0, 3) == 3
+
+
+def _curves(errors: dict[int, list[float]]) -> list[Curve]:
+    return [Curve(space, f"s{space}", "channels", 10, [0.1 * (i + 1) for i in range(len(values))], values)
+            for space, values in errors.items()]
+
+
+def test_latency_breaks_ties_between_equally_sensitive_cuts():
+    curves = _curves({1: [0.01, 0.02, 0.03], 2: [0.01, 0.02, 0.03]})
+    costs = {1: (1.0, 1.0), 2: (1.0, 1.0)}
+    totals = (10.0, 10.0)
+    # One step (1 channel of 10, cost 1) each side; the goal is one step.
+    plain = allocate(curves, costs, totals, 0.9, 0)
+    assert sum(bool(r) for r in plain.values()) == 1
+    for slow in (1, 2):
+        ties = {slow: 5.0, 3 - slow: 1.0}
+        chosen = allocate(curves, costs, totals, 0.9, 0, ties)
+        assert chosen[slow] > 0 and chosen[3 - slow] == 0
+
+
+def test_latency_never_outweighs_a_clearly_less_sensitive_cut():
+    low = 0.01 / (TIE_FACTOR ** 2)  # further apart than a tie
+    curves = _curves({1: [0.01, 0.02], 2: [low, 2 * low]})
+    costs = {1: (1.0, 1.0), 2: (1.0, 1.0)}
+    chosen = allocate(curves, costs, (10.0, 10.0), 0.9, 0, {1: 100.0, 2: 1.0})
+    assert chosen == {1: 0.0, 2: pytest.approx(0.1)}
+
+
+def test_target_flops_on_a_detector_measures_on_the_budgeted_feeds(zoo, tmp_path, monkeypatch):
+    """The FLOPs target is still met when the curves are measured on fewer feeds than given, the report says
+    how many, and the latency model (timed into a private cache here) has been consulted."""
+    import onnxprune.passes.sensitivity as sensitivity
+
+    import models
+
+    monkeypatch.setenv("ONNXPRUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sensitivity, "SENSITIVITY_FLOPS", 1.0)  # only the one feed the rule always keeps
+    calib = tmp_path / "calib.npz"
+    inputs = models.example_inputs("yolo", batch=1)
+    np.savez(calib, **{key: np.repeat(value, 6, axis=0) for key, value in inputs.items()})
+    out = tmp_path / "out.onnx"
+    report = prune(zoo("yolo"), out, PruneOptions(calib=str(calib), calib_batch=1, validate=False, target_flops=0.6))
+    assert report["sensitivity_feeds"]["used"] == 1 and report["sensitivity_feeds"]["of"] == 6
+    assert report["latency_model"]["layers_timed"] > 0
+    kept = report["after"]["flops"] / report["before"]["flops"]
+    assert abs(kept - 0.6) <= 0.03, report["target_search"]
+    check_valid(out)
+
+
+@pytest.mark.parametrize("name", ["resnet", "yolo"])
+def test_plan_costs_predict_the_flops_a_plan_keeps(zoo, name):
+    """PlanCosts counts a layer that loses inputs and outputs as keeping (1-a)(1-b): its prediction of the
+    pruned model's FLOPs matches the count on the pruned model, where per-channel costs summed do not."""
+    from onnxprune.passes import RemoveChannels
+    from onnxprune.passes.budget import PlanCosts
+    from onnxprune.passes.sensitivity import space_costs
+
+    import models
+    from onnxprune import Model
+    from onnxprune.check import counts
+    from onnxprune.check.stats import folded_light_proto
+    from onnxprune.pipeline import Context
+
+    model = Model.load(zoo(name))
+    shapes = {key: value.shape for key, value in models.example_inputs(name).items()}
+    context = Context(model)
+    graph = context.channel_graph()
+    before = counts.count_flops(folded_light_proto(model, shapes), shapes)
+    rng = np.random.default_rng(0)
+    removed = {space.id: int(rng.integers(0, space.size // 2 + 1)) for space in graph.prunable}
+    predicted = PlanCosts(model, graph, before.by_node).removed(removed)
+    first_order = sum(count * space_costs(model, graph, before.by_node)[space][0] for space, count in removed.items())
+    context.plan = {space: np.arange(count) for space, count in removed.items() if count}
+    RemoveChannels().run(context)
+    after = counts.count_flops(folded_light_proto(model, shapes), shapes).total
+    actual = before.total - after
+    assert abs(predicted - actual) <= 0.02 * before.total, (predicted, actual, before.total)
+    assert abs(first_order - actual) > abs(predicted - actual)
