@@ -24,7 +24,14 @@ from onnxprune.io.model import Model
 from onnxprune.pipeline import Context
 from onnxprune.report import progress
 
-from .sensitivity import TargetBudget, _session_with_overridable, allocate, sensitivity_curves
+from .sensitivity import (
+    RATIOS,
+    TargetBudget,
+    _session_with_overridable,
+    allocate_exact,
+    interpolated,
+    sensitivity_curves,
+)
 
 # Goals (fraction of FLOPs kept) tried from the top until one fails; then bisection between the
 # deepest that passed and the first that failed.
@@ -91,8 +98,11 @@ class QualityBudget(TargetBudget):
 
     def run(self, context: Context) -> None:
         model, graph = context.model, context.channel_graph()
-        curves = sensitivity_curves(model, graph, context.scores, self.calibration, log=context.log)
-        costs, totals, which = self._costs(context)
+        plan_costs, total = self._plan_costs(context)
+        feeds, grid = self._curve_feeds(context)  # held within a FLOPs budget, as for --target-flops
+        curves = sensitivity_curves(model, graph, context.scores, self.calibration, grid, log=context.log,
+                                    max_feeds=feeds)
+        curves = [interpolated(curve, RATIOS) for curve in curves] if grid != RATIOS else curves
         weights = sorted({m.tensor for space in graph.prunable if space.id in context.scores
                           for m in space.weight_members})
         judge = self.judge = HeldOutJudge(model, self.held, weights)  # QualityCheck reuses its references
@@ -102,10 +112,10 @@ class QualityBudget(TargetBudget):
 
         def trial(goal: float) -> bool:
             nonlocal best
-            ratios = allocate(curves, costs, totals, goal, which)
+            ratios = allocate_exact(curves, plan_costs, total, goal)
             plan = self._plan(context, context.scores, ratios)
             error = judge.zeroed_error(_zeroed_weights(model, graph, plan))
-            kept = self._measure(context, plan, totals[which]) if plan else 1.0
+            kept = self._measure(context, plan, total) if plan else 1.0
             passed = error <= self.max_error
             trials.append({"flops_goal": round(goal, 4), "flops_kept": round(kept, 4), "error": error,
                            "passed": passed})
