@@ -33,8 +33,9 @@ def rows_for(name: str, ratio: float, quick: bool, sparse: bool) -> list[dict[st
     """Every row of one model's table; the first row of each group is its budget anchor."""
     r = ratio
     rows: list[dict[str, Any]] = [
-        {"group": "channels", "method": "onnxprune l1", "tool": "onnxprune", "arg": f"--structured {r}",
-         "options": {"structured": r, "criterion": "l1"}},
+        # Exact counts: Torch-Pruning and onnxsim are matched to them channel for channel.
+        {"group": "channels", "method": "onnxprune l1", "tool": "onnxprune", "arg": f"--structured {r} --round-to 1",
+         "options": {"structured": r, "criterion": "l1", "round_to": 1}},
         {"group": "channels", "method": "onnxprune wanda+comp", "tool": "onnxprune", "arg": f"--structured {r} --calib",
          "options": {"structured": r, "calib": CALIB}},
         {"group": "channels", "method": "onnxprune l1 x16", "tool": "onnxprune", "matched": False,
