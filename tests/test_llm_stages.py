@@ -59,3 +59,29 @@ def test_fused_residual_norm_is_a_cut_and_staged_capture_is_exact():
     assert len(got) == len(names) * len(feeds)
     for (name, index), value in got.items():
         np.testing.assert_array_equal(value, reference[index][name])
+
+
+def test_a_spilled_weight_is_not_a_change(monkeypatch):
+    """The Model moves its oldest changed weights to a spill file beyond a memory budget: a new array
+    object with the same values. The runner must not rerun the stages before the one that changed."""
+    from onnxprune.calib import stages as stages_module
+    from onnxprune.io import spill
+
+    monkeypatch.setattr(spill, "MIN_SPILL_BYTES", 0)
+    model = Model.from_proto(_fused_residual_stack())
+    model.held.budget = 2 * D * D * 4  # two changed weights held: the third change spills the first
+    rng = np.random.default_rng(2)
+    feeds = [{"x": rng.normal(size=(3, D)).astype(np.float32)}]
+    built = []
+    real_session = stages_module._session
+    monkeypatch.setattr(stages_module, "_session", lambda proto: built.append(proto.graph.name) or real_session(proto))
+    runner = StagedRunner(model, feeds)
+    matmuls = [node for node in model.graph.node if node.op_type == "MatMul"]
+    for layer, node in enumerate(matmuls[1:-1]):  # change each layer's weight, then capture the next input
+        model.set_weight(node.input[1], np.asarray(model.weight(node.input[1])) * 0.5)
+        built.clear()
+        got = [values[matmuls[layer + 2].input[0]] for _, values in runner.capture([matmuls[layer + 2].input[0]])]
+        assert (model.weights[matmuls[1].input[1]].spilled is not None) == (layer >= 2)
+        assert len(built) <= 2, built  # the stage that changed and the next, never back to the start
+        reference = list(capture(model, [matmuls[layer + 2].input[0]], feeds))
+        np.testing.assert_array_equal(got[0], reference[0][matmuls[layer + 2].input[0]])

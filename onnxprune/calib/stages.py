@@ -173,7 +173,13 @@ class StagedRunner:
     def _unchanged(self, stage: Stage) -> bool:
         then = self.computed[stage.index]
         now = self._signature(stage)
-        return then is not None and len(then) == len(now) and all(a is b for a, b in zip(then, now))
+        if then is None or len(then) != len(now):
+            return False
+        for name, a, b in zip(stage.weights, then, now):
+            if a is not b and not _spilled_copy(self.model.weights[name], a, b):
+                return False
+        self.computed[stage.index] = now  # a spilled copy stands for its original from now on (frees it)
+        return True
 
     def capture(self, tensors: Iterable[str], label: str = "calibration") -> Iterator[tuple[int, dict]]:
         """(feed index, {tensor: value}) for every requested tensor and feed, stage by stage: a tensor's
@@ -269,6 +275,17 @@ class StagedRunner:
         session = _session(proto)
         self._session = (stage.index, signature, outputs, session)
         return session
+
+
+def _spilled_copy(weight, before: np.ndarray | None, now: np.ndarray | None) -> bool:
+    """True when `now` is `before` moved to the spill file (io/spill.py): the Model writes its oldest
+    changed weights there beyond a memory budget, which replaces the array object but not its values.
+    Without this, every spill looked like a weight change: once SparseGPT or Wanda had changed ~256 MB,
+    each wave reran the model from the stage whose weight had just been spilled (SmolLM2 2:4: ~1,000
+    stage runs instead of ~180)."""
+    if before is None or now is None or weight.spilled is None or now is not weight.array:
+        return False
+    return before.shape == now.shape and before.dtype == now.dtype and np.array_equal(before, now)
 
 
 def _session(proto: onnx.ModelProto):
