@@ -258,8 +258,7 @@ class TargetBudget:
         model, graph = context.model, context.channel_graph()
         plan_costs, total = self._plan_costs(context)
         feeds, grid = self._curve_feeds(context)
-        curves = sensitivity_curves(model, graph, context.scores, self.calibration, grid, log=context.log,
-                                    max_feeds=feeds)
+        curves = sensitivity_curves(model, graph, context.scores, feeds, grid, log=context.log)
         curves = [interpolated(curve, RATIOS) for curve in curves] if grid != RATIOS else curves
         ties = self._tie_costs(context)
         # The plan's cost is exact per weighted layer (PlanCosts) but not for what alignment moves or what
@@ -313,18 +312,28 @@ class TargetBudget:
             return PlanCosts(model, graph, flops.by_node, list(context.scores)), float(flops.total)
         return PlanCosts(model, graph, None, list(context.scores)), float(parameter_count(model.weights.values()))
 
-    def _curve_feeds(self, context: Context) -> tuple[int, tuple[float, ...]]:
+    def _curve_feeds(self, context: Context) -> tuple[list[dict[str, np.ndarray]], tuple[float, ...]]:
         """The calibration feeds the sensitivity curves are measured on (sensitivity_feeds) and their ratio
-        grid: every other ratio, interpolated between, when even one feed on the full grid is over budget."""
+        grid: every other ratio, interpolated between, when even one feed on the full grid is over budget;
+        then, if that one feed is a batch, its first rows only (at least one)."""
         feeds = list(self.calibration)
         try:
             flops = float(self._flops(context).total) * _rows_scale(feeds[0], self.shapes) if feeds else 0.0
         except Exception:  # FLOPs that cannot be counted: measure on every feed, as before
-            return len(feeds), RATIOS
+            return feeds, RATIOS
         spaces = sum(1 for space in context.channel_graph().prunable if space.id in context.scores)
         grid = RATIOS if spaces * len(RATIOS) * flops <= SENSITIVITY_FLOPS else RATIOS[::2]
-        used = sensitivity_feeds(spaces, flops, len(feeds), len(grid))
-        context.report["sensitivity_feeds"] = {"used": used, "of": len(feeds), "flops_per_feed": flops,
+        used = feeds[:sensitivity_feeds(spaces, flops, len(feeds), len(grid))]
+        rows = {np.shape(value)[0] if np.ndim(value) else None for value in used[0].values()} if used else set()
+        if len(used) == 1 and len(rows) == 1 and (None not in rows) and next(iter(rows)) > 1:
+            count = next(iter(rows))
+            # Leading dims all equal: a batch of `count` rows, each about flops / count.
+            keep = sensitivity_feeds(spaces, flops / count, count, len(grid))
+            used = [{name: value[:keep] for name, value in used[0].items()}]
+            flops = flops * keep / count
+        first = next(iter(used[0].values()), None) if used else None
+        context.report["sensitivity_feeds"] = {"used": len(used), "of": len(feeds), "flops_per_feed": flops,
+                                               "rows_of_first": int(np.shape(first)[0]) if np.ndim(first) else None,
                                                "ratios_measured": list(grid)}
         return used, grid
 

@@ -62,6 +62,7 @@ def test_target_flops_on_a_detector_measures_on_the_budgeted_feeds(zoo, tmp_path
     out = tmp_path / "out.onnx"
     report = prune(zoo("yolo"), out, PruneOptions(calib=str(calib), calib_batch=1, validate=False, target_flops=0.6))
     assert report["sensitivity_feeds"]["used"] == 1 and report["sensitivity_feeds"]["of"] == 6
+    assert report["sensitivity_feeds"]["rows_of_first"] == 1
     assert report["latency_model"]["layers_timed"] > 0
     kept = report["after"]["flops"] / report["before"]["flops"]
     assert abs(kept - 0.6) <= 0.03, report["target_search"]
@@ -97,3 +98,21 @@ def test_plan_costs_predict_the_flops_a_plan_keeps(zoo, name):
     actual = before.total - after
     assert abs(predicted - actual) <= 0.02 * before.total, (predicted, actual, before.total)
     assert abs(first_order - actual) > abs(predicted - actual)
+
+
+def test_one_batched_feed_over_budget_is_cut_to_its_first_rows(zoo, tmp_path, monkeypatch):
+    """A --calib of one batch of 6 rows (a model with a batch axis) is measured on the rows the budget holds."""
+    import onnxprune.passes.sensitivity as sensitivity
+
+    import models
+
+    monkeypatch.setenv("ONNXPRUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sensitivity, "SENSITIVITY_FLOPS", 1.0)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, **models.example_inputs("resnet", batch=6))
+    report = prune(zoo("resnet"), tmp_path / "out.onnx", PruneOptions(calib=str(calib), calib_batch=6,
+                                                                       validate=False, target_flops=0.6))
+    assert report["sensitivity_feeds"]["used"] == 1 and report["sensitivity_feeds"]["rows_of_first"] == 1
+    assert report["sensitivity_feeds"]["ratios_measured"] == [0.1, 0.3, 0.5, 0.7]
+    assert all(len(curve["ratios"]) > 2 for curve in report["sensitivity"] if curve["size"] >= 10)
+    assert abs(report["after"]["flops"] / report["before"]["flops"] - 0.6) <= 0.03, report["target_search"]
