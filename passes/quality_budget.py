@@ -100,8 +100,7 @@ class QualityBudget(TargetBudget):
         model, graph = context.model, context.channel_graph()
         plan_costs, total = self._plan_costs(context)
         feeds, grid = self._curve_feeds(context)  # held within a FLOPs budget, as for --target-flops
-        curves = sensitivity_curves(model, graph, context.scores, self.calibration, grid, log=context.log,
-                                    max_feeds=feeds)
+        curves = sensitivity_curves(model, graph, context.scores, feeds, grid, log=context.log)
         curves = [interpolated(curve, RATIOS) for curve in curves] if grid != RATIOS else curves
         weights = sorted({m.tensor for space in graph.prunable if space.id in context.scores
                           for m in space.weight_members})
