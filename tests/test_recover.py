@@ -135,6 +135,20 @@ def test_recovery_lowers_the_loss_and_changes_only_weight_values(tmp_path, half)
     assert error["recovered"] < error["plain"], error
 
 
+def test_an_integer_output_beside_the_float_ones_is_left_out_of_the_loss(tmp_path):
+    """Encoders export masks and ids as outputs (paraphrase-MiniLM-L3 did): they are not trained towards."""
+    model = tiny_model()
+    model.graph.node.append(helper.make_node("Shape", ["x"], ["x_shape"]))
+    model.graph.output.append(helper.make_tensor_value_info("x_shape", TensorProto.INT64, [4]))
+    source = tmp_path / "in.onnx"
+    onnx.save(model, source)
+    report = prune(source, tmp_path / "out.onnx", PruneOptions(structured=0.5, calib=str(_calibration(tmp_path)),
+                                                               calib_batch=1, round_to=1, validate=False,
+                                                               recover=True, recover_steps=5))
+    assert report["recover"]["rounds"][0]["steps"] == 5
+    onnx.checker.check_model(onnx.load(tmp_path / "out.onnx"), full_check=True)
+
+
 def test_progressive_rounds_reach_the_same_size(tmp_path):
     source = tmp_path / "in.onnx"
     onnx.save(tiny_model(), source)

@@ -54,7 +54,8 @@ def _losses(teacher: Teacher, student: GraphModule, samples: Samples, points: li
                 got = student(feed, keep=kept_points)
                 kept_points = [name for name in kept_points if got[name].shape == want[name].shape]
             for name in [*teacher.output_names, *kept_points]:
-                stats[name].add(want[name].float().cpu().numpy())
+                value = want[name]  # ids and masks stay integers, so ScaleStats can leave them out
+                stats[name].add((value.float() if value.is_floating_point() else value).cpu().numpy())
     losses = {name: stats[name].loss() for name in [*teacher.output_names, *kept_points]}
     losses = {name: loss.to(device) for name, loss in losses.items() if loss is not None}
     return losses, [name for name in kept_points if name in losses]
