@@ -32,6 +32,7 @@ class ResidualBlock:
     branch: str  # f(x)
     nodes: list[str] = field(default_factory=list)  # the branch's nodes (names)
     influence: float | None = None
+    fused: bool = False  # the add is inside a Skip(Simplified)LayerNormalization named by `add` (its output 0)
 
     @property
     def label(self) -> str:
@@ -42,15 +43,31 @@ class ResidualBlock:
                 "influence": self.influence}
 
 
+# Residual adds that ORT's optimizer and the GenAI builder fuse with the next norm: (sum, normalized)
+# outputs, their plain norm, the inputs that norm takes after the two summands, and the last input a
+# block may use (a bias after gamma/beta is added into the sum too: such a node is left alone).
+FUSED_NORMS = {"SkipSimplifiedLayerNormalization": ("SimplifiedLayerNormalization", 1, 2),
+               "SkipLayerNormalization": ("LayerNormalization", 2, 3)}
+
+
+def _fused_outputs(model: Model, name: str) -> list[str]:
+    """All outputs of the fused norm that produced `name` (a block reads the normalized sibling of x)."""
+    producer = model.producer(name)
+    if producer is not None and producer.domain == "com.microsoft" and producer.op_type in FUSED_NORMS:
+        return [output for output in producer.output if output]
+    return [name]
+
+
 def _branch_nodes(model: Model, skip: str, branch: str) -> list[onnx.NodeProto] | None:
     """Nodes computing `branch` from `skip` (None when `branch` does not depend on `skip`)."""
     nodes, seen, stack, reaches = [], set(), [branch], False
+    origins = set(_fused_outputs(model, skip))
     while stack:
         name = stack.pop()
         if name in seen:
             continue
         seen.add(name)
-        if name == skip:
+        if name in origins:
             reaches = True
             continue
         producer = model.producer(name)
@@ -61,7 +78,7 @@ def _branch_nodes(model: Model, skip: str, branch: str) -> list[onnx.NodeProto] 
     if not reaches:
         return None
     # Keep only nodes that lie on a path from skip (drop constants and side inputs' producers).
-    depends = {skip}
+    depends = set(origins)
     for node in model.graph.node:
         if any(n in depends for n in node.input):
             depends.update(o for o in node.output if o)
@@ -72,10 +89,26 @@ def _has_weight_matrix(model: Model, node: onnx.NodeProto) -> bool:
     return any(model.is_weight(name) and len(model.weights[name].shape) >= 2 for name in node.input)
 
 
+def _fused_block_node(model: Model, node: onnx.NodeProto) -> bool:
+    """A Skip(Simplified)LayerNormalization whose sum is input + skip alone, with no statistics outputs."""
+    if node.domain != "com.microsoft" or node.op_type not in FUSED_NORMS:
+        return False
+    _, norm_inputs, _ = FUSED_NORMS[node.op_type]
+    if len(node.input) > 2 + norm_inputs or any(model.is_weight(n) for n in node.input[:2]):
+        return False
+    if node.op_type == "SkipLayerNormalization" and (model.opset or 0) < 17:  # LayerNormalization: opset 17
+        return False
+    return not any(node.output[i] for i in (1, 2) if i < len(node.output))
+
+
 def find_blocks(model: Model) -> list[ResidualBlock]:
     shapes = model.infer_shapes()
     blocks = []
     for node in model.graph.node:
+        fused = _fused_block_node(model, node)
+        if fused:
+            _fused_block(model, node, blocks)
+            continue
         if node.op_type != "Add" or len(node.input) != 2 or any(model.is_weight(n) for n in node.input):
             continue
         out = shapes.get(node.output[0])
@@ -114,17 +147,29 @@ def _mean_cosine(x: np.ndarray, y: np.ndarray, axis: int) -> float:
 
 
 def block_influence(model: Model, blocks: list[ResidualBlock], feeds: list[dict[str, np.ndarray]]) -> None:
-    tensors = sorted({name for block in blocks for name in (block.add, block.skip)})
+    # x and f(x), not the sum: a fused norm may not output its sum (the last block of a GenAI model).
+    tensors = sorted({name for block in blocks for name in (block.branch, block.skip)})
     totals = {block.add: 0.0 for block in blocks}
     axes = {block.add: _feature_axis(model, block) for block in blocks}
     count = 0
     for values in capture(model, tensors, feeds):
         count += 1
         for block in blocks:
-            x, y = values[block.skip], values[block.add]
+            x = values[block.skip]
+            y = x + values[block.branch]
             totals[block.add] += 1.0 - _mean_cosine(x, y, axes[block.add])
     for block in blocks:
         block.influence = totals[block.add] / max(count, 1)
+
+
+def _fused_block(model: Model, node: onnx.NodeProto, blocks: list[ResidualBlock]) -> None:
+    """x + f(x) inside a fused norm: the block is named by the node's first output (the sum may be absent)."""
+    for skip, branch in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
+        nodes = _branch_nodes(model, skip, branch)
+        if nodes and any(_has_weight_matrix(model, n) for n in nodes):
+            blocks.append(ResidualBlock(node.output[0], skip, branch, [n.name or n.output[0] for n in nodes],
+                                        fused=True))
+            return
 
 
 def drop_count(amount: float, blocks: int) -> int:
@@ -140,10 +185,35 @@ def drop_count(amount: float, blocks: int) -> int:
 
 
 def remove_block(model: Model, block: ResidualBlock) -> None:
-    """Replace `x + f(x)` by Identity(x); the branch becomes dead and is swept by remove_unused."""
+    """Replace `x + f(x)` by Identity(x); the branch becomes dead and is swept by remove_unused.
+    A fused norm becomes its plain norm of x (and Identity(x) for its sum output, if used)."""
     add = model.producer(block.add)
+    if block.fused:
+        _unfuse(model, add, block.skip)
+        return
     identity = helper.make_node("Identity", [block.skip], [block.add], name=f"{add.name or block.add}_skip")
     add.CopyFrom(identity)
+    model.invalidate()
+
+
+def _unfuse(model: Model, node: onnx.NodeProto, skip: str) -> None:
+    plain, norm_inputs, _ = FUSED_NORMS[node.op_type]
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name == "epsilon"}
+    name = node.name or node.output[0]
+    # ORT registers SimplifiedLayerNormalization in the default domain, where its own optimizer writes it.
+    norm = helper.make_node(plain, [skip, *node.input[2:2 + norm_inputs]], [node.output[0]], name=f"{name}_plain",
+                            axis=-1, **attributes)
+    replacement = [norm]
+    if len(node.output) > 3 and node.output[3]:
+        replacement.append(helper.make_node("Identity", [skip], [node.output[3]], name=f"{name}_skip"))
+    nodes = list(model.graph.node)
+    index = next(i for i, n in enumerate(nodes) if n is node)
+    nodes[index:index + 1] = replacement
+    copies = [onnx.NodeProto() for _ in nodes]
+    for copy, original in zip(copies, nodes):
+        copy.CopyFrom(original)
+    del model.graph.node[:]
+    model.graph.node.extend(copies)
     model.invalidate()
 
 
