@@ -43,11 +43,11 @@ class ResidualBlock:
                 "influence": self.influence}
 
 
-# Residual adds that ORT's optimizer and the GenAI builder fuse with the next norm: (sum, normalized)
-# outputs, their plain norm, the inputs that norm takes after the two summands, and the last input a
-# block may use (a bias after gamma/beta is added into the sum too: such a node is left alone).
-FUSED_NORMS = {"SkipSimplifiedLayerNormalization": ("SimplifiedLayerNormalization", 1, 2),
-               "SkipLayerNormalization": ("LayerNormalization", 2, 3)}
+# Residual adds that ORT's optimizer and the GenAI builder fuse with the next norm (outputs: normalized,
+# two statistics, the sum): the plain norm and how many inputs it takes after the two summands (gamma,
+# beta). A further input is a bias added into the sum too: such a node is left alone.
+FUSED_NORMS = {"SkipSimplifiedLayerNormalization": ("SimplifiedLayerNormalization", 1),
+               "SkipLayerNormalization": ("LayerNormalization", 2)}
 
 
 def _fused_outputs(model: Model, name: str) -> list[str]:
@@ -93,7 +93,7 @@ def _fused_block_node(model: Model, node: onnx.NodeProto) -> bool:
     """A Skip(Simplified)LayerNormalization whose sum is input + skip alone, with no statistics outputs."""
     if node.domain != "com.microsoft" or node.op_type not in FUSED_NORMS:
         return False
-    _, norm_inputs, _ = FUSED_NORMS[node.op_type]
+    _, norm_inputs = FUSED_NORMS[node.op_type]
     if len(node.input) > 2 + norm_inputs or any(model.is_weight(n) for n in node.input[:2]):
         return False
     if node.op_type == "SkipLayerNormalization" and (model.opset or 0) < 17:  # LayerNormalization: opset 17
@@ -105,8 +105,7 @@ def find_blocks(model: Model) -> list[ResidualBlock]:
     shapes = model.infer_shapes()
     blocks = []
     for node in model.graph.node:
-        fused = _fused_block_node(model, node)
-        if fused:
+        if _fused_block_node(model, node):
             _fused_block(model, node, blocks)
             continue
         if node.op_type != "Add" or len(node.input) != 2 or any(model.is_weight(n) for n in node.input):
@@ -197,7 +196,7 @@ def remove_block(model: Model, block: ResidualBlock) -> None:
 
 
 def _unfuse(model: Model, node: onnx.NodeProto, skip: str) -> None:
-    plain, norm_inputs, _ = FUSED_NORMS[node.op_type]
+    plain, norm_inputs = FUSED_NORMS[node.op_type]
     attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name == "epsilon"}
     name = node.name or node.output[0]
     # ORT registers SimplifiedLayerNormalization in the default domain, where its own optimizer writes it.
@@ -207,7 +206,7 @@ def _unfuse(model: Model, node: onnx.NodeProto, skip: str) -> None:
     if len(node.output) > 3 and node.output[3]:
         replacement.append(helper.make_node("Identity", [skip], [node.output[3]], name=f"{name}_skip"))
     nodes = list(model.graph.node)
-    index = next(i for i, n in enumerate(nodes) if n is node)
+    index = next(i for i, n in enumerate(nodes) if n.output[:1] == node.output[:1])
     nodes[index:index + 1] = replacement
     copies = [onnx.NodeProto() for _ in nodes]
     for copy, original in zip(copies, nodes):
