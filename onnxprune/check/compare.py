@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InvalidOptionError
 from .fidelity import FIELDS as CHANNEL_FIELDS
-from .fidelity import ChannelSums, choose_layout, is_float
+from .fidelity import ChannelFigures, ChannelSums, choose_layout, is_float
 
 # Polygraphy replaces zeros of the reference by float64 epsilon before dividing, so
 # max_rel stays finite (if huge) where the reference is exactly zero.
@@ -26,7 +26,7 @@ _EPSILON = float(np.finfo(np.float64).eps)
 
 
 @dataclass
-class OutputDiff:
+class OutputDiff(ChannelFigures):
     """How one output of the pruned model differs from the reference.
 
     `ok` is False when the outputs cannot be compared element by element (missing
@@ -50,22 +50,18 @@ class OutputDiff:
     got_nan: int = 0
     got_inf: int = 0
     top1_agreement: float | None = None
-    channel_mode: str | None = None
-    channel_axis: int | None = None
-    channels: int | None = None
-    worst_channel: int | None = None
-    worst_channel_cosine: float | None = None
-    worst_channel_rel_err: float | None = None
-    min_channel_snr_db: float | None = None
-    min_snr_channel: int | None = None
-    channel_note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = _own_fields_first(asdict(self))
         for key in ("shape", "got_shape"):
             if data[key] is not None:
                 data[key] = list(data[key])
         return data
+
+
+def _own_fields_first(data: dict[str, Any]) -> dict[str, Any]:
+    """Reports list an output's name and whole-output figures before the inherited channel figures."""
+    return {**{k: v for k, v in data.items() if k not in CHANNEL_FIELDS}, **{k: data[k] for k in CHANNEL_FIELDS}}
 
 
 def compare_outputs(ref: Mapping[str, Any], got: Mapping[str, Any]) -> list[OutputDiff]:
@@ -142,7 +138,7 @@ def summarize(diffs: Sequence[OutputDiff]) -> dict[str, Any]:
 
 
 @dataclass
-class OutputStats:
+class OutputStats(ChannelFigures):
     """Error statistics of one output over every batch fed to `OutputAccumulator`.
 
     Error figures follow Polygraphy: abs = |ref - got|, rel = abs / |ref| with zeros of the
@@ -181,18 +177,9 @@ class OutputStats:
     top1_agreement: float | None = None
     top_k: int | None = None
     topk_agreement: float | None = None
-    channel_mode: str | None = None
-    channel_axis: int | None = None
-    channels: int | None = None
-    worst_channel: int | None = None
-    worst_channel_cosine: float | None = None
-    worst_channel_rel_err: float | None = None
-    min_channel_snr_db: float | None = None
-    min_snr_channel: int | None = None
-    channel_note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = _own_fields_first(asdict(self))
         if data["shape"] is not None:
             data["shape"] = list(data["shape"])
         return data

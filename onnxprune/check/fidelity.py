@@ -26,7 +26,7 @@ silent channel the pruned model makes loud still counts as lost.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -153,8 +153,23 @@ class ChannelFidelity:
 
 
 # The flat per-channel keys of OutputStats, OutputDiff and the reports (documented in docs/report-schema.md).
-FIELDS = ("channel_mode", "channel_axis", "channels", "worst_channel", "worst_channel_cosine",
-          "worst_channel_rel_err", "min_channel_snr_db", "min_snr_channel", "channel_note")
+@dataclass(kw_only=True)
+class ChannelFigures:
+    """The per-channel figures an output's comparison reports (check/compare.py's OutputDiff and
+    OutputStats both carry them; ChannelFidelity.fields fills them)."""
+
+    channel_mode: str | None = None
+    channel_axis: int | None = None
+    channels: int | None = None
+    worst_channel: int | None = None
+    worst_channel_cosine: float | None = None
+    worst_channel_rel_err: float | None = None
+    min_channel_snr_db: float | None = None
+    min_snr_channel: int | None = None
+    channel_note: str | None = None
+
+
+FIELDS = tuple(figure.name for figure in fields(ChannelFigures))
 
 
 @dataclass
