@@ -31,6 +31,7 @@ from .sensitivity import (
     allocate_exact,
     interpolated,
     sensitivity_curves,
+    zeroed_weights,
 )
 
 # Goals (fraction of FLOPs kept) tried from the top until one fails; then bisection between the
@@ -113,7 +114,7 @@ class QualityBudget(TargetBudget):
             nonlocal best
             ratios = allocate_exact(curves, plan_costs, total, goal)
             plan = self._plan(context, context.scores, ratios)
-            error = judge.zeroed_error(_zeroed_weights(model, graph, plan))
+            error = judge.zeroed_error(zeroed_weights(model, graph, plan))
             kept = self._measure(context, plan, total) if plan else 1.0
             passed = error <= self.max_error
             trials.append({"flops_goal": round(goal, 4), "flops_kept": round(kept, 4), "error": error,
@@ -210,13 +211,3 @@ def _removed_copy(context: Context) -> Model:
     trial.plan = context.plan
     RemoveChannels().run(trial)
     return trial.model
-
-
-def _zeroed_weights(model: Model, graph, plan: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
-    zeroed: dict[str, np.ndarray] = {}
-    for (tensor, axis), indices in graph.removal({k: list(v) for k, v in plan.items()}).items():
-        if model.is_weight(tensor):
-            array = np.array(zeroed.get(tensor, model.weight(tensor)))
-            np.moveaxis(array, axis, 0)[indices] = 0
-            zeroed[tensor] = array
-    return zeroed

@@ -92,12 +92,7 @@ def sensitivity_curves(
             if count == 0:
                 continue
             plan = {space.id: lowest(scores[space.id], count)}
-            zeroed = {}
-            for (tensor, axis), indices in graph.removal({k: list(v) for k, v in plan.items()}).items():
-                if model.is_weight(tensor):
-                    array = np.array(zeroed.get(tensor, model.weight(tensor)))
-                    np.moveaxis(array, axis, 0)[indices] = 0
-                    zeroed[tensor] = array
+            zeroed = zeroed_weights(model, graph, plan)
             results = [session.run(outputs, {**feed, **zeroed}) for feed in feeds]
             curve.ratios.append(ratio)
             curve.errors.append(relative_error(layouts, reference, results))
@@ -105,6 +100,17 @@ def sensitivity_curves(
         bar.update()
     bar.close()
     return curves
+
+
+def zeroed_weights(model: Model, graph: ChannelGraph, plan: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
+    """The weights a plan touches with its channels zeroed (feeds for a session that overrides them)."""
+    zeroed: dict[str, np.ndarray] = {}
+    for (tensor, axis), indices in graph.removal({k: list(v) for k, v in plan.items()}).items():
+        if model.is_weight(tensor):
+            array = np.array(zeroed.get(tensor, model.weight(tensor)))
+            np.moveaxis(array, axis, 0)[indices] = 0
+            zeroed[tensor] = array
+    return zeroed
 
 
 def space_costs(model: Model, graph: ChannelGraph, node_flops: dict[str, int]) -> dict[int, tuple[float, float]]:
