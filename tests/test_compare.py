@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.check import runtime
-from onnxprune.check.compare import compare_outputs, summarize
+from onnxprune.check.compare import OutputAccumulator, compare_outputs, summarize
 from onnxprune.errors import InvalidOptionError, ValidationError
 from onnxprune.measure.latency import LatencyStats, measure_interleaved, speedup
 
@@ -45,6 +45,22 @@ def test_top1_disagreement_and_non_classifier() -> None:
     assert diff.top1_agreement == 0.5
     (diff,) = compare_outputs({"y": ref[:, :1]}, {"y": got[:, :1]})
     assert diff.top1_agreement is None
+
+
+def test_embedding_outputs_are_not_judged_by_argmax() -> None:
+    # Two sentence embeddings whose largest feature swaps while the vectors stay close: a top-1
+    # figure would call this a collapse; an embedding is judged by its rows' cosine instead.
+    ref = np.array([[1.0, 0.99, 0.1], [0.99, 1.0, 0.2]], np.float32)
+    got = np.array([[0.99, 1.0, 0.1], [1.0, 0.99, 0.2]], np.float32)
+    for name in ("sentence_embedding", "pooler_output", "last_hidden_state_mean", "image_features"):
+        (diff,) = compare_outputs({name: ref}, {name: got})
+        assert diff.top1_agreement is None, name
+        assert diff.cosine > 0.99
+    (diff,) = compare_outputs({"scores": ref}, {"scores": got})
+    assert diff.top1_agreement == 0.0  # not named as an embedding: still a classifier
+    declared = OutputAccumulator("sentence_embedding", classifier=True)
+    declared.add(ref, got)
+    assert declared.result().top1_agreement == 0.0  # declared a classifier: the name does not overrule
 
 
 def test_all_zero_outputs() -> None:

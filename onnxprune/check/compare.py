@@ -10,6 +10,7 @@ the warnings judge, since one cosine over an output that mixes scales is decided
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -23,6 +24,10 @@ from .fidelity import ChannelFigures, ChannelSums, choose_layout, is_float
 # Polygraphy replaces zeros of the reference by float64 epsilon before dividing, so
 # max_rel stays finite (if huge) where the reference is exactly zero.
 _EPSILON = float(np.finfo(np.float64).eps)
+# A rank-2 float output named like these is a vector per sample (a sentence embedding, pooled
+# features), not class scores: the argmax of an embedding means nothing, and judging it by top-1
+# agreement raised "collapsed" warnings on sentence encoders whose embeddings kept their direction.
+EMBEDDING_NAME = re.compile(r"embed|pool|hidden|feature|vector|sentence|encod", re.IGNORECASE)
 
 
 @dataclass
@@ -191,7 +196,8 @@ class OutputAccumulator:
     `atol`/`rtol` enable Polygraphy's elementwise check (`--check-error-stat elemwise`): an element
     violates it only when it exceeds BOTH tolerances (abs > atol and rel > rtol).
     `classifier`: None detects classifier-like outputs (floating point, rank 2 [batch, classes],
-    at least 2 classes, or any rank whose last axis holds probability distributions); True treats
+    at least 2 classes, unless the name reads as an embedding (EMBEDDING_NAME), or any rank whose last
+    axis holds probability distributions); True treats
     the last axis as classes whatever the rank; False never.
     `channel_axis`: judge channels along this axis instead of the one `fidelity.choose_layout` picks.
     Top-1 agreement: the argmax of both models is the same class. Top-k agreement: the reference's
@@ -276,7 +282,8 @@ class OutputAccumulator:
                                    axis=self._channel_axis, floating=is_float(ref))
             self._channels = ChannelSums(layout)
             if self._classifier is None:
-                self._classifier = (is_float(ref) and a.ndim == 2 and a.shape[1] >= 2) or layout.probabilities
+                self._classifier = layout.probabilities or (
+                    is_float(ref) and a.ndim == 2 and a.shape[1] >= 2 and not EMBEDDING_NAME.search(stats.name))
         self._channels.add(np.where(finite, a, 0.0), np.where(finite, b, 0.0))
         self._add_classes(a, b)
 
