@@ -358,7 +358,8 @@ def table(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.llm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--forms", default="plain", help="comma-separated models.llm forms (default: plain)")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated, from " + ", ".join(MODES).replace("%", "%%"))
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="comma-separated, from " + ", ".join(MODES).replace("%", "%%"))
     parser.add_argument("--calib-windows", type=int, default=16, help="128-token calibration windows")
     parser.add_argument("--eval-windows", type=int, default=None, help="first N evaluation windows (default all)")
     parser.add_argument("--validate", action="store_true", help="let prune validate too (default --no-validate)")

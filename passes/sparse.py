@@ -46,6 +46,10 @@ from onnxprune.sparsity.pattern import (
 from onnxprune.sparsity.solvers import row_unstructured_mask, sparsegpt
 
 SPARSE_CRITERIA = ("magnitude", "wanda", "sparsegpt")
+# SparseGPT's Hessian X^T X [K, K] wants many more rows than K. SmolLM2-135M, 50% unstructured, held-out
+# perplexity vs dense with 128-token windows (bench/results/llm_sgpt_w*.json): 2048 rows (1.3 per input
+# of down_proj's 1536) x1.53, 4096 (2.7) x1.38; the SparseGPT paper uses 128 x 2048 tokens.
+ROWS_PER_INPUT = 4
 
 
 def sparse_criterion(criterion: str | None, calibrated: bool) -> str:
@@ -92,6 +96,7 @@ class SparsifyWeights:
         self.global_ranking = global_ranking
         self.lm_head = lm_head
         self._used: dict[str, str] = {}  # weight -> criterion actually applied (fallbacks differ)
+        self._fewest_rows: tuple[int, int] | None = None  # SparseGPT: (rows, inputs) of the thinnest Hessian
 
     def run(self, context: Context) -> None:
         model = context.model
@@ -119,6 +124,13 @@ class SparsifyWeights:
                 for wave in waves:
                     self._sparsify_wave(model, wave, notes, context, bar)
         _annotate(model, self.pattern, self.criterion, targets)
+        if self._fewest_rows and self._fewest_rows[0] < ROWS_PER_INPUT * self._fewest_rows[1]:
+            rows, columns = self._fewest_rows
+            note = (f"SparseGPT estimated X^T X of a weight with {columns} inputs from {rows} calibration rows "
+                    f"(tokens or positions); below {ROWS_PER_INPUT} rows per input the estimate is noisy and "
+                    "the pruned weights fit the calibration data rather than the task: give more --calib data")
+            context.log(f"note: {note}")
+            context.report.setdefault("notes", []).append(note)
         context.invalidate()
         context.report["sparsity"] = self._report(model, candidates, notes, context)
 
@@ -135,7 +147,12 @@ class SparsifyWeights:
         norms = {p.activation: p.activation_axis for p in plans.values() if p.criterion == "wanda"}
         stats = collect_stats(model, norms, self.calibration) if norms else {}
         hessians = {name: p.gram_request() for name, p in plans.items() if p.criterion == "sparsegpt"}
-        grams = collect_grams(model, hessians, self.calibration, context.log) if hessians else {}
+        rows_seen: dict[str, int] = {}
+        grams = collect_grams(model, hessians, self.calibration, context.log, rows_seen) if hessians else {}
+        for name, rows in rows_seen.items():
+            columns = grams[name].shape[0]
+            self._fewest_rows = min(self._fewest_rows or (rows, columns), (rows, columns),
+                                    key=lambda pair: pair[0] / pair[1])
         for candidate in wave:
             plan = plans[candidate.name]
             original = model.weight(candidate.name)

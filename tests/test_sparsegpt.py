@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -246,7 +247,9 @@ def test_collect_grams_matmul():
     batches = [rng.standard_normal((n, 4, 6)).astype(np.float32) for n in (2, 3, 1)]
     requests = {"w": GramRequest("r", 2), "input": GramRequest("x", -1), "t_axis1": GramRequest("t", 1),
                 "same_as_w": GramRequest("r", -1)}
-    grams = collect_grams(model, requests, _calibration(batches))
+    rows_seen: dict[str, int] = {}
+    grams = collect_grams(model, requests, _calibration(batches), rows_seen=rows_seen)
+    assert rows_seen == {"w": 6 * 4, "input": 6 * 4, "t_axis1": 6 * 4, "same_as_w": 6 * 4}  # 6 samples x 4 rows
     x = np.concatenate(batches).astype(np.float64)
     relu = np.maximum(x, 0).reshape(-1, 6)
     np.testing.assert_allclose(grams["w"], relu.T @ relu, rtol=1e-12, atol=1e-12)
@@ -347,6 +350,8 @@ def test_prune_sparse_sparsegpt_matches_torch_layer_by_layer(zoo, tmp_path):
                            "--criterion", "sparsegpt", "--calib", str(tmp_path / "data.npz"), "--no-validate"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    # 48 calibration rows for layers of 64 inputs: the user is told the Hessians are thin.
+    assert "from 48 calibration rows" in done.stderr and "give more --calib data" in done.stderr
 
     module = models.torch_module("mlp")
     inputs = torch.from_numpy(calib)
@@ -369,3 +374,15 @@ def test_prune_sparse_sparsegpt_matches_torch_layer_by_layer(zoo, tmp_path):
         np.testing.assert_array_equal(got == 0, want == 0)
     outputs = _session(pruned).run(["output"], {"input": calib})[0]
     np.testing.assert_allclose(outputs, module(inputs).numpy(), rtol=0, atol=1e-4)
+
+
+def test_enough_calibration_rows_raise_no_note(zoo, tmp_path):
+    rng = np.random.default_rng(21)
+    np.savez(tmp_path / "data.npz", input=rng.standard_normal((1024, 64)).astype(np.float32))
+    done = subprocess.run([sys.executable, "-m", "onnxprune", "prune", str(zoo("mlp")), str(tmp_path / "s.onnx"),
+                           "--sparse", "0.5", "--criterion", "sparsegpt", "--calib", str(tmp_path / "data.npz"),
+                           "--no-validate", "--report", str(tmp_path / "r.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    notes = json.loads((tmp_path / "r.json").read_text()).get("notes", [])
+    assert not any("calibration rows" in note for note in notes), notes

@@ -122,7 +122,7 @@ def _rows(activation: np.ndarray, request: GramRequest):
 
 
 def _collect(model: Model, requests: dict[str, GramRequest], calibration: CalibrationData, gram: bool,
-             log: Callable[[str], None]) -> dict[str, np.ndarray]:
+             log: Callable[[str], None], rows_seen: dict[str, int] | None = None) -> dict[str, np.ndarray]:
     import torch
 
     from ..calib.stages import runner_for
@@ -132,6 +132,7 @@ def _collect(model: Model, requests: dict[str, GramRequest], calibration: Calibr
         assert request.tensor in produced, f"{label}: no tensor '{request.tensor}' in the graph"
     unique = sorted(set(requests.values()), key=lambda r: (r.tensor, r.axis, repr(r.conv)))
     sums: dict[GramRequest, torch.Tensor] = {}
+    counts: dict[GramRequest, int] = {}
     runner = runner_for(model, calibration, log)
     # Block by block (calib/stages.py): values arrive per block and feed, never the whole model's at once.
     for _, values in runner.capture({r.tensor for r in unique}, label="sparsity statistics"):
@@ -139,6 +140,7 @@ def _collect(model: Model, requests: dict[str, GramRequest], calibration: Calibr
             if request.tensor not in values:
                 continue
             rows = _rows(values[request.tensor], request)
+            counts[request] = counts.get(request, 0) + rows.shape[0]
             for start in range(0, rows.shape[0], ROWS_PER_CHUNK):
                 chunk = rows[start:start + ROWS_PER_CHUNK]
                 part = chunk.T @ chunk if gram else (chunk * chunk).sum(dim=0)
@@ -147,6 +149,8 @@ def _collect(model: Model, requests: dict[str, GramRequest], calibration: Calibr
     for label, request in requests.items():
         total = sums[request].numpy()
         result[label] = total if gram else np.sqrt(total)
+        if rows_seen is not None:
+            rows_seen[label] = counts[request]
     return result
 
 
@@ -155,12 +159,14 @@ def collect_grams(
     requests: dict[str, GramRequest],
     calibration: CalibrationData,
     log: Callable[[str], None] = lambda message: None,
+    rows_seen: dict[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
-    """label -> X^T X [K, K] (float64, summed over every calibration row) for each request.
+    """label -> X^T X [K, K] (float64, summed over every calibration row) for each request; `rows_seen`,
+    when given, receives label -> how many rows were summed.
 
     Requests for the same activation (Q, K and V projections of one input) share one computation.
     Wanda's norms are `np.sqrt(np.diag(gram))`; `collect_norms` gets them alone, cheaper."""
-    return _collect(model, requests, calibration, True, log)
+    return _collect(model, requests, calibration, True, log, rows_seen)
 
 
 def collect_norms(
