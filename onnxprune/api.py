@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .calib.data import load_calibration
+from .check.fidelity import pooled_outputs
 from .check.guards import prune_warnings
 from .check.inputs import headline_notes
 from .check.stats import model_stats
@@ -355,7 +356,8 @@ def _write_checked(model: Model, source: Path, target: Path, options: PruneOptio
             report["validation"] = compare_models(source, staged, specs, shapes, options.seed,
                                                   runs=options.latency_runs, feeds=feeds,
                                                   trims=runtime_config.cache_trims(
-                                                      {p.key: p.value for p in model.proto.metadata_props}))
+                                                      {p.key: p.value for p in model.proto.metadata_props}),
+                                                  pooled=pooled_outputs(model.proto.graph))
             held_out = " (held out)" if options.max_error is not None else ""
             report["validation"]["inputs"] = (f"--load-inputs '{options.load_inputs}'" if options.load_inputs else
                                               f"--calib '{options.calib}'{held_out}" if feeds else "random")

@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.check import runtime
-from onnxprune.check.compare import OutputAccumulator, compare_outputs, summarize
+from onnxprune.check.compare import OutputAccumulator, compare_batches, compare_outputs, summarize
 from onnxprune.errors import InvalidOptionError, ValidationError
 from onnxprune.measure.latency import LatencyStats, measure_interleaved, speedup
 
@@ -189,3 +189,28 @@ def test_top1_only_for_floating_point_class_scores() -> None:
     ids = np.array([[0, 3], [2, 1]], np.int64)
     (diff,) = compare_outputs({"ids": ids}, {"ids": ids[:, ::-1].copy()})
     assert diff.top1_agreement is None and diff.max_abs == 3.0
+
+
+def test_pooled_outputs_are_found_in_the_graph_whatever_their_name() -> None:
+    from onnxprune.check.fidelity import pooled_outputs
+
+    # paraphrase-MiniLM's embedding '461' is Concat(Div(ReduceSum(Mul(hidden, mask)), count)); logits come
+    # from a MatMul. Only the first is an embedding.
+    nodes = [
+        helper.make_node("ReduceSum", ["h", "axes"], ["s"], keepdims=0),
+        helper.make_node("Div", ["s", "count"], ["mean"]),
+        helper.make_node("Concat", ["mean"], ["461"], axis=1),
+        helper.make_node("MatMul", ["mean", "w"], ["logits"]),
+        helper.make_node("Identity", ["logits"], ["462"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, 5, 4])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("461", "462")],
+        [numpy_helper.from_array(np.array([1], np.int64), "axes"),
+         numpy_helper.from_array(np.array(5.0, np.float32), "count"),
+         numpy_helper.from_array(np.ones((4, 3), np.float32), "w")])
+    assert pooled_outputs(graph) == {"461"}
+    ref = np.array([[1.0, 0.99, 0.1], [0.99, 1.0, 0.2]], np.float32)
+    got = np.array([[0.99, 1.0, 0.1], [1.0, 0.99, 0.2]], np.float32)
+    diffs = {d.name: d for d in compare_batches([({"461": ref, "462": ref}, {"461": got, "462": got})], {"461"})}
+    assert diffs["461"].top1_agreement is None and diffs["462"].top1_agreement == 0.0

@@ -11,7 +11,7 @@ the warnings judge, since one cosine over an output that mixes scales is decided
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -74,9 +74,11 @@ def compare_outputs(ref: Mapping[str, Any], got: Mapping[str, Any]) -> list[Outp
     return compare_batches([(ref, got)])
 
 
-def compare_batches(pairs: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> list[OutputDiff]:
+def compare_batches(pairs: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]],
+                    pooled: Collection[str] = ()) -> list[OutputDiff]:
     """`compare_outputs` over several batches: (reference outputs, pruned outputs) per batch, every
-    figure accumulated over all of them (maxima over all, cosines of the concatenated outputs)."""
+    figure accumulated over all of them (maxima over all, cosines of the concatenated outputs).
+    `pooled`: outputs known to be embeddings (fidelity.pooled_outputs): never taken for class scores."""
     accumulators: dict[str, OutputAccumulator] = {}
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...] | None]] = {}
     missing: dict[str, tuple[int, ...]] = {}
@@ -88,7 +90,8 @@ def compare_batches(pairs: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]
                 missing.setdefault(name, ref_array.shape)
                 continue
             got_array = np.asarray(got[name])
-            accumulators.setdefault(name, OutputAccumulator(name)).add(ref_array, got_array)
+            accumulators.setdefault(name, OutputAccumulator(name, classifier=False if name in pooled else None)
+                                    ).add(ref_array, got_array)
             shapes.setdefault(name, (ref_array.shape, got_array.shape))
         for name, got_value in got.items():
             if name not in ref:

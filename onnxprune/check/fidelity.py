@@ -259,3 +259,25 @@ def relative_error(layouts: list[ChannelLayout], references: list[list[np.ndarra
             finite = np.isfinite(a)
             acc.add(np.where(finite, a, 0.0), np.where(finite & np.isfinite(b), b, 0.0))
     return float(np.mean([acc.mean_relative_error() for acc in sums])) if sums else 0.0
+
+
+# Ops an output passes through unchanged in meaning, and ops that make a per-sample vector out of a
+# sequence or a feature map: an output they produce is an embedding, not class scores.
+_PASS_THROUGH = frozenset({"Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Cast", "Transpose", "Concat"})
+_POOLING = frozenset({"ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2", "GlobalAveragePool", "GlobalMaxPool",
+                      "LpNormalization", "Div", "LayerNormalization", "SimplifiedLayerNormalization"})
+
+
+def pooled_outputs(graph) -> set[str]:
+    """Outputs of an onnx GraphProto made by pooling or normalizing (through reshapes and concats):
+    sentence embeddings, pooled features. Their argmax means nothing, so they are not taken for a
+    classifier's scores even when rank 2 (paraphrase-MiniLM's pooled output is named '461')."""
+    producer = {out: node for node in graph.node for out in node.output}
+    pooled = set()
+    for output in graph.output:
+        node, steps = producer.get(output.name), 0
+        while node is not None and node.op_type in _PASS_THROUGH and node.input and steps < 16:
+            node, steps = producer.get(node.input[0]), steps + 1
+        if node is not None and node.op_type in _POOLING:
+            pooled.add(output.name)
+    return pooled

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from ..measure import latency
 from ..report import progress
 from . import compare, first_run, guards, runtime
 from .compare import OutputAccumulator
+from .fidelity import pooled_outputs
 from .gates import Gates, evaluate, failure_line
 from .inputs import InputSpec, model_input_specs, random_feeds, resolve_shapes
 from .value_rules import attach_value_rules
@@ -84,9 +85,11 @@ def compare_models(
     samples: int = 2,
     feeds: list[dict[str, np.ndarray]] | None = None,
     trims: dict[tuple[str, int], list[int]] | None = None,
+    pooled: Collection[str] = (),
 ) -> dict[str, Any]:
     """Errors over `samples` random feeds (or the given ones), per output and per channel, and the
     latency of both models. `trims`: KV-cache heads the pruned model dropped (runtime_config.cache_trims).
+    `pooled`: outputs that are embeddings (fidelity.pooled_outputs), never judged as class scores.
 
     Small models are timed interleaved in one process. When both together exceed
     INTERLEAVE_MAX_BYTES, one session exists at a time: the original runs every feed and is timed,
@@ -116,7 +119,7 @@ def compare_models(
             del session
     outputs["original"] = [runtime_config.trim(output, trims) for output in outputs["original"]]
     # Accumulated over every feed: maxima over all, cosines (whole and per channel) of the concatenation.
-    diffs = compare.compare_batches(zip(outputs["original"], outputs["pruned"]))
+    diffs = compare.compare_batches(zip(outputs["original"], outputs["pruned"]), pooled)
     return {
         "outputs": [diff.to_dict() for diff in diffs],
         "samples": len(feeds),
@@ -141,6 +144,7 @@ class TensorSignature:
     name: str
     dtype: np.dtype | None
     rank: int | None
+    pooled: bool = False  # made by pooling or normalization (fidelity.pooled_outputs): an embedding, not scores
 
 
 @dataclass
@@ -188,7 +192,7 @@ def _signature_and_metadata(path: str | os.PathLike) -> tuple[list[InputSpec], l
     loaded = Model.load(path, any_opset=True)
     weights = set(loaded.weights)
     specs = [spec for spec in model_input_specs(loaded.proto) if spec.name not in weights]
-    outputs = []
+    outputs, pooled = [], pooled_outputs(loaded.proto.graph)
     for value in loaded.proto.graph.output:
         dtype = rank = None
         if value.type.WhichOneof("value") == "tensor_type":
@@ -197,7 +201,7 @@ def _signature_and_metadata(path: str | os.PathLike) -> tuple[list[InputSpec], l
                 dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
             if tensor_type.HasField("shape"):
                 rank = len(tensor_type.shape.dim)
-        outputs.append(TensorSignature(value.name, dtype, rank))
+        outputs.append(TensorSignature(value.name, dtype, rank, value.name in pooled))
     return specs, outputs, {prop.key: prop.value for prop in loaded.proto.metadata_props}
 
 
@@ -338,6 +342,7 @@ def run_validation(reference: str | os.PathLike, pruned: str | os.PathLike,
     *got_sig, got_meta = _signature_and_metadata(pruned)
     check_signatures(reference, ref_sig, pruned, got_sig)
     specs, output_names = ref_sig[0], [output.name for output in ref_sig[1]]
+    pooled = {output.name for output in ref_sig[1] if output.pooled}
     gates = options.gates
     gates.check_output_names(output_names)
     for option, names in (("--classifier", options.classifiers), ("--channel-axis", [n for n in options.channel_axes
@@ -351,7 +356,7 @@ def run_validation(reference: str | os.PathLike, pruned: str | os.PathLike,
     accumulators = {
         name: OutputAccumulator(
             name, atol=gates.atol.for_output(name), rtol=gates.rtol.for_output(name), top_k=gates.top_k,
-            classifier=(name in options.classifiers) if options.classifiers else None,
+            classifier=(name in options.classifiers) if options.classifiers else (False if name in pooled else None),
             channel_axis=options.channel_axes.get(name, options.channel_axes.get("")))
         for name in output_names
     }
