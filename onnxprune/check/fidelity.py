@@ -262,10 +262,11 @@ def relative_error(layouts: list[ChannelLayout], references: list[list[np.ndarra
 
 
 # Ops an output passes through unchanged in meaning, and ops that make a per-sample vector out of a
-# sequence or a feature map: an output they produce is an embedding, not class scores.
+# sequence (mean pooling, normalization): an output they produce is an embedding, not class scores.
+# GlobalAveragePool is not among them: SqueezeNet's class scores come straight out of one.
 _PASS_THROUGH = frozenset({"Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Cast", "Transpose", "Concat"})
-_POOLING = frozenset({"ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2", "GlobalAveragePool", "GlobalMaxPool",
-                      "LpNormalization", "Div", "LayerNormalization", "SimplifiedLayerNormalization"})
+_POOLING = frozenset({"ReduceMean", "ReduceSum", "ReduceL2", "LpNormalization", "Div", "LayerNormalization",
+                      "SimplifiedLayerNormalization"})
 
 
 def pooled_outputs(graph) -> set[str]:
