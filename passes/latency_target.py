@@ -68,19 +68,40 @@ class LatencyBudget(TargetBudget):
     def _close_enough(self, kept: float) -> bool:
         return self.target - TOLERANCE <= kept <= self.target
 
+    def _choose(self, candidates: list[tuple], trials: list[dict]) -> tuple:
+        """With three trials or more, each plan is judged by the least-squares line's ratio at its internal
+        target instead of its own timing: a plan that was timed low by a burst of other work would
+        otherwise win and then miss the goal (winner's curse). Its reported ratio stays the measured one."""
+        fit = self._fit(trials)
+        if fit is None:
+            return super()._choose(candidates, trials)
+        slope, intercept = fit
+        smoothed = [(ratios, plan, slope * trial["internal_target"] + intercept)
+                     for (ratios, plan, _), trial in zip(candidates, trials)]
+        chosen = super()._choose(smoothed, trials)
+        index = next(i for i, candidate in enumerate(smoothed) if candidate is chosen)
+        return candidates[index]
+
+    @staticmethod
+    def _fit(trials: list[dict]) -> tuple[float, float] | None:
+        """(slope, intercept) of the least-squares line internal target -> measured ratio, None when it
+        cannot be trusted (fewer than three trials, one internal target, not increasing)."""
+        if len(trials) < 3:
+            return None
+        internal = np.array([t["internal_target"] for t in trials])
+        if np.ptp(internal) < 1e-6:
+            return None
+        slope, intercept = np.polyfit(internal, np.array([t["kept"] for t in trials]), 1)
+        return (float(slope), float(intercept)) if slope > 1e-6 else None
+
     def _next_target(self, trials: list[dict]) -> float:
         """From the third trial on, a least-squares line through every trial (internal target -> measured
         ratio) instead of the secant through the last two: timed ratios are noisy, and a secant through two
         noisy points can step far off; the line averages the noise of all of them."""
-        if len(trials) < 3:
+        fit = self._fit(trials)
+        if fit is None:
             return super()._next_target(trials)
-        internal = np.array([t["internal_target"] for t in trials])
-        kept = np.array([t["kept"] for t in trials])
-        if np.ptp(internal) < 1e-6:
-            return super()._next_target(trials)
-        slope, intercept = np.polyfit(internal, kept, 1)
-        if slope <= 1e-6:
-            return super()._next_target(trials)
+        slope, intercept = fit
         return float(min(max((self.target - intercept) / slope, 0.01), 0.999))
 
     def _measure(self, context: Context, plan: dict[int, np.ndarray], total: float) -> float:

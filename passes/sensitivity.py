@@ -269,22 +269,21 @@ class TargetBudget:
         ties = self._tie_costs(context)
         # The plan's cost is exact per weighted layer (PlanCosts) but not for what alignment moves or what
         # the model spends outside those layers; measure each plan and correct the internal target.
-        internal, best, trials = self.target, None, []
+        internal, candidates, trials = self.target, [], []
         bar = progress.bar(context.log, f"target search ({self.metric})", total=8, unit="trial")
         for _ in range(8):
             ratios = allocate_exact(curves, plan_costs, total, internal, ties)
             plan = self._plan(context, context.scores, ratios)
             kept = self._measure(context, plan, total)
             trials.append({"internal_target": round(internal, 4), "kept": round(kept, 4)})
+            candidates.append((ratios, plan, kept))
             bar.update()
             bar.set_postfix_str(f"kept {kept:.3f}, goal {self.target:.3f}")
-            if best is None or self._better(kept, best[2]):
-                best = (ratios, plan, kept)
             if self._close_enough(kept):
                 break
             internal = self._next_target(trials)
         bar.close()
-        ratios, context.plan, kept = best
+        ratios, context.plan, kept = self._choose(candidates, trials)
         context.report["target_search"] = trials
         context.report["sensitivity"] = [curve.to_dict() for curve in curves]
         context.report["budget"] = {"target": {self.metric: self.target}, "achieved": round(kept, 4),
@@ -365,6 +364,14 @@ class TargetBudget:
 
     def _better(self, kept: float, best: float) -> bool:
         return abs(kept - self.target) < abs(best - self.target)
+
+    def _choose(self, candidates: list[tuple], trials: list[dict]) -> tuple:
+        """The (ratios, plan, kept) the search keeps: the best trial by `_better`."""
+        best = candidates[0]
+        for candidate in candidates[1:]:
+            if self._better(candidate[2], best[2]):
+                best = candidate
+        return best
 
     def _close_enough(self, kept: float) -> bool:
         return abs(kept - self.target) <= 0.01

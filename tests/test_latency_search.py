@@ -47,3 +47,16 @@ def test_timed_ratio_times_a_fast_model_for_more_rounds():
     assert 0.3 < ratio < 0.8
     # 2 warm-ups, 1 probe, then rounds for about TRIAL_SECONDS of the original's time, far more than 5.
     assert 100 < original.calls - 3 <= MAX_ROUNDS
+
+
+def test_choice_goes_by_the_fitted_line_not_a_lucky_timing():
+    budget = _budget(0.6)
+    # Truth: ratio = internal target. The plan at 0.66 was timed at 0.55 during a burst of other work;
+    # by its own timing it would win (meets 0.6, keeps the most) and then run at ~0.66.
+    trials = [{"internal_target": 0.6, "kept": 0.61}, {"internal_target": 0.66, "kept": 0.55},
+              {"internal_target": 0.58, "kept": 0.585}, {"internal_target": 0.55, "kept": 0.56}]
+    candidates = [(f"ratios{i}", f"plan{i}", t["kept"]) for i, t in enumerate(trials)]
+    assert budget._choose(candidates[:2], trials[:2])[1] == "plan1"  # two trials: their own timings
+    chosen = budget._choose(candidates, trials)
+    assert chosen[1] != "plan1"
+    assert chosen[2] == trials[int(chosen[1][-1])]["kept"]  # reported: what was measured
