@@ -41,7 +41,8 @@ def cell(run: dict[str, Any] | None) -> str:
         return f"exit {run['exit']}"
     if not run.get("valid"):
         return "invalid"
-    windows, parts = run["windows"], [f"x{run['x_dense']:.2f}"]
+    ratio = run["x_dense"]  # three decimals near the goals: x1.403 must not print as a met x1.40
+    windows, parts = run["windows"], [f"x{ratio:.3f}" if ratio < 10 else f"x{ratio:.1f}"]
     calibrated = "--calib" in run.get("args", []) or "calibration_data" in run.get("call", "")
     if calibrated and windows["calib"] is not None:
         parts.append(f"c{windows['calib']}")

@@ -16,6 +16,6 @@ def test_later_files_win_and_cells_say_what_was_run(tmp_path, monkeypatch):
         "plain": {"runs": {"ffn20": ok}}, "optimum": {"runs": {"ffn20": {**ok, "valid": False}}}}}))
     table = llm_matrix.matrix(["a.json", "b.json"]).splitlines()
     assert table[0] == "| mode | goal | plain | optimum | genai |"
-    assert table[2] == "| ffn20 | <= 1.3 | x1.14 c32 e4 | invalid | exit 2 |"
+    assert table[2] == "| ffn20 | <= 1.3 | x1.142 c32 e4 | invalid | exit 2 |"
     assert "| kv1 |  | - | - | timeout |" in table
-    assert "| 2:4-magnitude |  | x72.28 | - | - |" in table  # data-free: no calibration windows
+    assert "| 2:4-magnitude |  | x72.3 | - | - |" in table  # data-free: no calibration windows
