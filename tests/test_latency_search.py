@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from onnxprune.passes.latency_target import MAX_ROUNDS, LatencyBudget, timed_ratio
 
 
