@@ -106,34 +106,48 @@ class PlanCosts:
     first order: they count the corner a x b twice, so a plan built on them removed far less than asked
     (a --target-latency 0.6 search on ddddocr_det ran its internal goal down to 0.01 and stopped short).
 
-    A node's cost goes to its largest prunable weight (a Conv's kernel, not its bias); a node with no
-    prunable weight (an attention score MatMul, an elementwise op) is fixed cost. `node_costs` None
-    counts parameters: every prunable weight's element count.
+    A node's cost goes to its largest prunable weight (a Conv's kernel, not its bias). A node with no
+    prunable weight (an elementwise op, an attention score MatMul) is fixed cost, unless
+    `activation_shapes` (tensor -> static shape) is given and its output is a member of a space: then its
+    cost follows that tensor's channels (an activation over 40% fewer channels takes 40% less time).
+    `node_costs` None counts parameters: every prunable weight's element count.
     """
 
     def __init__(self, model: Model, graph: ChannelGraph, node_costs: dict[str, float] | None,
-                 spaces: list[int] | None = None):
+                 spaces: list[int] | None = None, activation_shapes: dict[str, tuple] | None = None):
         chosen = set(spaces) if spaces is not None else {space.id for space in graph.prunable}
         # (tensor) -> axis -> [(space, block)]
         axes: dict[str, dict[int, list[tuple[int, int]]]] = {}
         for space in graph.prunable:
             if space.id not in chosen:
                 continue
-            for member in space.weight_members:
-                axes.setdefault(member.tensor, {}).setdefault(member.axis, []).append((space.id, member.block))
+            for member in space.members:
+                if member.is_weight or activation_shapes is not None:
+                    axes.setdefault(member.tensor, {}).setdefault(member.axis, []).append((space.id, member.block))
         self.cost: dict[str, float] = {}
+        self.total = 0.0  # every node's cost, fixed ones included
+        dims: dict[str, tuple] = {}
         if node_costs is None:
-            self.cost = {tensor: float(np.prod(model.weights[tensor].shape)) for tensor in axes}
+            self.cost = {tensor: float(np.prod(model.weights[tensor].shape)) for tensor in axes
+                         if model.is_weight(tensor)}
+            self.total = sum(self.cost.values())
         else:
             for node in model.graph.node:
                 value = float(node_costs.get(node.output[0], 0) if node.output else 0)
-                held = [name for name in node.input if name in axes]
-                if value <= 0 or not held:
+                self.total += max(value, 0.0)
+                held = [name for name in node.input if name in axes and model.is_weight(name)]
+                if value <= 0:
                     continue
-                main = max(held, key=lambda name: (len(model.weights[name].shape),
-                                                   int(np.prod(model.weights[name].shape))))
+                if held:
+                    main = max(held, key=lambda name: (len(model.weights[name].shape),
+                                                       int(np.prod(model.weights[name].shape))))
+                elif activation_shapes is not None and node.output[0] in axes and activation_shapes.get(node.output[0]):
+                    main = node.output[0]
+                    dims[main] = tuple(activation_shapes[main])
+                else:
+                    continue
                 self.cost[main] = self.cost.get(main, 0.0) + value
-        self.dims = {tensor: model.weights[tensor].shape for tensor in self.cost}
+        self.dims = {tensor: dims.get(tensor) or model.weights[tensor].shape for tensor in self.cost}
         self.axes = {tensor: axes[tensor] for tensor in self.cost}
         self.tensors_of: dict[int, list[str]] = {}
         for tensor, by_axis in self.axes.items():

@@ -24,11 +24,11 @@ from onnxprune.io.model import Model
 from onnxprune.pipeline import Context
 from onnxprune.report import progress
 
+from .allocation import allocate_exact
 from .sensitivity import (
     RATIOS,
     TargetBudget,
     _session_with_overridable,
-    allocate_exact,
     interpolated,
     sensitivity_curves,
     zeroed_weights,

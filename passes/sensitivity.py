@@ -25,12 +25,13 @@ from onnxprune.pipeline import Context
 from onnxprune.plan import Budget, lowest, removal_count
 from onnxprune.report import progress
 
+from .allocation import allocate_exact
+
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 # The curves run the model once per (space, ratio, feed): ddddocr_det (73 spaces, 6.4 GFLOPs at 416x416)
 # on 8 feeds took over 10 minutes. Their FLOPs are held to about this many, about a minute of ORT CPU
 # on 2 shared cores here (~50 GFLOP/s measured on ddddocr_det), by measuring on fewer feeds.
 SENSITIVITY_FLOPS = 3e12
-TIE_FACTOR = 1.5
 
 
 @dataclass
@@ -139,95 +140,6 @@ def sensitivity_feeds(spaces: int, flops_per_feed: float, feeds: int, ratios: in
     return max(1, min(feeds, int(budget // runs_per_feed)))
 
 
-def _bucket(value: float) -> float:
-    """Added error per unit saved, coarsened to steps of TIE_FACTOR: within one step two cuts are a tie
-    (sensitivity measured on a few feeds is not finer than that), and no added error is the lowest step."""
-    return float("-inf") if value <= 0 else float(np.floor(np.log(value) / np.log(TIE_FACTOR)))
-
-
-def allocate(curves: list[Curve], costs: dict[int, tuple[float, float]], totals: tuple[float, float],
-             target: float, which: int, tie_costs: dict[int, float] | None = None) -> dict[int, float]:
-    """Greedy: keep taking the step (one space to its next ratio) with the least added error per
-    unit of cost saved, until the remaining cost is at most `target` of the total.
-
-    `tie_costs` (per space: what one channel saves in another currency, e.g. seconds of the latency
-    model) breaks ties: among steps whose error per unit saved is within TIE_FACTOR, the one that saves
-    the most of it per unit of the target's cost goes first, so a FLOPs cut goes where it buys time."""
-    chosen = {curve.space: 0 for curve in curves}
-    by_space = {curve.space: curve for curve in curves}
-    goal = (1 - target) * totals[which]
-    saved = 0.0
-
-    def step(curve: Curve) -> tuple[tuple[float, float, float], float] | None:
-        index = chosen[curve.space]
-        if index >= len(curve.ratios):
-            return None
-        before_ratio = curve.ratios[index - 1] if index else 0.0
-        before_error = curve.errors[index - 1] if index else 0.0
-        gain = (curve.ratios[index] - before_ratio) * curve.size * costs[curve.space][which]
-        per_unit = (curve.errors[index] - before_error) / max(gain, 1e-12)
-        if tie_costs is None:
-            return (per_unit, 0.0, 0.0), gain
-        tie = tie_costs.get(curve.space, 0.0) / max(costs[curve.space][which], 1e-30)
-        return (_bucket(per_unit), -tie, per_unit), gain
-
-    while saved < goal:
-        options = [(step(curve), curve.space) for curve in curves]
-        options = [(cost[0], cost[1], space) for cost, space in options if cost is not None and cost[1] > 0]
-        if not options:
-            break
-        _, gain, space = min(options)
-        chosen[space] += 1
-        saved += gain
-    return {space: by_space[space].ratios[index - 1] if index else 0.0 for space, index in chosen.items()}
-
-
-def allocate_exact(curves: list[Curve], costs, total: float, target: float, ties=None) -> dict[int, float]:
-    """`allocate`'s greedy on a budget.PlanCosts: each step's saving is what the plan so far would really
-    save (a layer that already lost inputs saves less when it loses outputs), so the goal is reached as
-    asked instead of ending short. `ties`, a PlanCosts in another currency (seconds), breaks ties the
-    way `allocate`'s tie_costs do. Steps are cached per space and recomputed only for the spaces that
-    share a layer with the one that moved."""
-    chosen = {curve.space: 0 for curve in curves}
-    removed = {curve.space: 0 for curve in curves}
-    goal = (1 - target) * total
-    neighbours = {curve.space: {other for tensor in costs.tensors_of.get(curve.space, ())
-                                for members in costs.axes[tensor].values() for other, _ in members}
-                  for curve in curves}
-    cache: dict[int, tuple | None] = {}
-
-    def step(curve: Curve) -> tuple | None:
-        index = chosen[curve.space]
-        if index >= len(curve.ratios):
-            return None
-        count = removal_count(curve.size, Budget(curve.ratios[index]))
-        gain = costs.step_gain(removed, curve.space, count)
-        if gain <= 0:
-            return None
-        per_unit = (curve.errors[index] - (curve.errors[index - 1] if index else 0.0)) / gain
-        if ties is None:
-            return (per_unit, curve.space), count, gain
-        tie = ties.step_gain(removed, curve.space, count) / gain
-        return (_bucket(per_unit), -tie, per_unit, curve.space), count, gain
-
-    saved = 0.0
-    while saved < goal:
-        for curve in curves:
-            if curve.space not in cache:
-                cache[curve.space] = step(curve)
-        options = [(found, space) for space, found in cache.items() if found is not None]
-        if not options:
-            break
-        (_, count, gain), space = min(options, key=lambda option: option[0][0])
-        chosen[space] += 1
-        removed[space] = count
-        saved += gain
-        for other in neighbours[space] | {space}:
-            cache.pop(other, None)
-    by_space = {curve.space: curve for curve in curves}
-    return {space: by_space[space].ratios[index - 1] if index else 0.0 for space, index in chosen.items()}
-
-
 def interpolated(curve: Curve, ratios: tuple[float, ...]) -> Curve:
     """The curve on a finer grid, linear between its measured points (and from no error at ratio 0);
     ratios that remove no channel of the space are left out, as sensitivity_curves leaves them."""
@@ -272,7 +184,9 @@ class TargetBudget:
         internal, candidates, trials = self.target, [], []
         bar = progress.bar(context.log, f"target search ({self.metric})", total=8, unit="trial")
         for _ in range(8):
-            ratios = allocate_exact(curves, plan_costs, total, internal, ties)
+            ratios = allocate_exact(curves, plan_costs, total, internal, ties, realized=self.metric == "flops")
+            if any(ratios == earlier for earlier, _, _ in candidates):
+                break  # the internal target moved but the plan did not: no plan lies between those tried
             plan = self._plan(context, context.scores, ratios)
             kept = self._measure(context, plan, total)
             trials.append({"internal_target": round(internal, 4), "kept": round(kept, 4)})
@@ -344,23 +258,57 @@ class TargetBudget:
 
     def _tie_costs(self, context: Context):
         """Seconds one channel of each space costs in the latency model (ORT CPU on this machine, cached), to
-        break ties between equally sensitive cuts; None for another device, or when layers cannot be timed."""
-        from onnxprune.measure.latency_model import layer_latencies
-
+        break ties between equally sensitive cuts (and, under --target-flops, to weigh what a cut's FLOPs buy
+        in time); None for another device, or when layers cannot be timed."""
         if self.alignment is not None and self.alignment.device != "cpu":
             return None
         try:
-            by_node = layer_latencies(context.model, self.shapes, log=context.log)
+            return self._latency_costs(context)
         except Exception as exc:  # a refinement only: shapes that cannot be inferred, a layer ORT rejects
             context.report.setdefault("notes", []).append(f"latency tie-breaks skipped: {type(exc).__name__}")
             return None
-        if not by_node:
-            return None
-        context.report["latency_model"] = {"layers_timed": len(by_node),
-                                           "layers_seconds": round(sum(by_node.values()), 6)}
+
+    def _latency_costs(self, context: Context):
+        """The latency model (weighted layers and the ops whose time follows their channels) as a
+        budget.PlanCosts; None when no layer could be timed."""
+        from onnxprune.measure.latency_model import TIMED_OPS, layer_latencies
+
         from .budget import PlanCosts
 
-        return PlanCosts(context.model, context.channel_graph(), by_node, list(context.scores))
+        by_node = layer_latencies(context.model, self.shapes, log=context.log, activations=True)
+        if not by_node:
+            return None
+        infos = context.model.infer_shapes(self.shapes)
+        timed = self._with_untimed_layers(context, by_node)
+        weighted = {node.output[0] for node in context.model.graph.node if node.op_type in TIMED_OPS and node.output}
+        context.report["latency_model"] = {
+            "layers_timed": len(weighted & set(by_node)),
+            "activation_ops_timed": len(set(by_node) - weighted),
+            "layers_estimated_from_flops": len(set(timed) - set(by_node)),
+            "seconds": round(sum(timed.values()), 6)}
+        by_node = timed
+        static = {name: tuple(info.shape) for name, info in infos.items()
+                  if info.shape is not None and all(isinstance(d, int) and d > 0 for d in info.shape)}
+        return PlanCosts(context.model, context.channel_graph(), by_node, list(context.scores), static)
+
+    def _with_untimed_layers(self, context: Context, by_node: dict[str, float]) -> dict[str, float]:
+        """The latency model with a time for each weighted layer it could not time (no static shape, a
+        layer ORT would not run alone): its FLOPs at the timed layers' seconds per FLOP. Without one, a
+        `realized` allocation would see its cuts buy no time and never take them."""
+        from onnxprune.measure.latency_model import TIMED_OPS
+
+        try:
+            flops = self._flops(context).by_node
+        except Exception:  # FLOPs that cannot be counted: the timed layers only
+            return by_node
+        weighted = {node.output[0] for node in context.model.graph.node
+                    if node.op_type in TIMED_OPS and node.output and flops.get(node.output[0], 0) > 0}
+        timed = weighted & set(by_node)
+        timed_flops = sum(flops[name] for name in timed)
+        if not timed or timed_flops <= 0:
+            return by_node
+        rate = sum(by_node[name] for name in timed) / timed_flops
+        return {**by_node, **{name: flops[name] * rate for name in weighted - timed}}
 
     def _better(self, kept: float, best: float) -> bool:
         return abs(kept - self.target) < abs(best - self.target)

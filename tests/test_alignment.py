@@ -86,3 +86,26 @@ def test_layer_latencies_are_measured_once_and_cached(zoo, tmp_path, monkeypatch
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", no_sessions)
     assert layer_latencies(model, {"input": (4, 64)}, runs=3) == first
+
+
+def test_activation_ops_are_timed_with_their_real_small_inputs(tmp_path, monkeypatch):
+    """`activations` also times the ops whose time follows their channels; a Resize keeps its real scales
+    (random ones are negative and ORT refuses the node), a big weight is random of its shape."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    monkeypatch.setenv("ONNXPRUNE_CACHE", str(tmp_path))
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((64, 16, 3, 3)).astype(np.float32), "w")
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Resize", ["r", "", "scales"], ["y"], mode="nearest")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight, scales])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    model = Model.load(path)
+    assert set(layer_latencies(model, {"x": (1, 16, 32, 32)}, runs=3)) == {"c"}
+    timed = layer_latencies(model, {"x": (1, 16, 32, 32)}, runs=3, activations=True)
+    assert set(timed) == {"c", "r", "y"} and all(seconds > 0 for seconds in timed.values())

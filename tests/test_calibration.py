@@ -207,4 +207,5 @@ def test_target_latency_with_real_ort_timings_writes_a_valid_model(zoo, tmp_path
     report = prune(zoo("mlp"), out, PruneOptions(target_latency=0.95, shapes={"input": (4096, 64)},
                                                  validate=False, latency_runs=5))
     assert report["latency_search"]["trials"] and report["latency_model"]["layers_timed"] == 3
+    assert report["latency_model"]["activation_ops_timed"] > 0  # the Relus: their time follows the channels
     check_valid(out)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnxprune.passes.sensitivity import SENSITIVITY_FLOPS, TIE_FACTOR, Curve, allocate, sensitivity_feeds
+from onnxprune.passes.allocation import TIE_FACTOR, allocate
+from onnxprune.passes.sensitivity import SENSITIVITY_FLOPS, Curve, sensitivity_feeds
 from oracle import check_valid
 
 from onnxprune import PruneOptions, prune
@@ -116,3 +117,69 @@ def test_one_batched_feed_over_budget_is_cut_to_its_first_rows(zoo, tmp_path, mo
     assert report["sensitivity_feeds"]["ratios_measured"] == [0.1, 0.3, 0.5, 0.7]
     assert all(len(curve["ratios"]) > 2 for curve in report["sensitivity"] if curve["size"] >= 10)
     assert abs(report["after"]["flops"] / report["before"]["flops"] - 0.6) <= 0.03, report["target_search"]
+
+
+@pytest.mark.parametrize("name", ["resnet", "yolo"])
+def test_activation_costs_follow_the_channels_they_carry(zoo, name):
+    """With `activation_shapes`, an elementwise op's cost follows its output's channels: costing each one
+    at its output's element count, PlanCosts predicts exactly the elements a plan removes from them."""
+    from onnxprune.passes import RemoveChannels
+    from onnxprune.passes.budget import PlanCosts
+
+    import models
+    from onnxprune import Model
+    from onnxprune.measure.latency_model import ACTIVATION_OPS
+    from onnxprune.pipeline import Context
+
+    model = Model.load(zoo(name))
+    shapes = {key: value.shape for key, value in models.example_inputs(name).items()}
+
+    def static(model: Model) -> dict[str, tuple]:
+        return {name: tuple(info.shape) for name, info in model.infer_shapes(shapes).items()
+                if info.shape and all(isinstance(d, int) for d in info.shape)}
+
+    def elements(model: Model) -> dict[str, float]:
+        known = static(model)
+        return {node.output[0]: float(np.prod(known[node.output[0]])) for node in model.graph.node
+                if node.op_type in ACTIVATION_OPS and node.output[0] in known
+                and not any(model.is_weight(name) for name in node.input)}
+
+    before = elements(model)
+    context = Context(model)
+    graph = context.channel_graph()
+    rng = np.random.default_rng(1)
+    removed = {space.id: int(rng.integers(0, space.size // 2 + 1)) for space in graph.prunable}
+    costs = PlanCosts(model, graph, before, activation_shapes=static(model))
+    assert costs.total == pytest.approx(sum(before.values()))
+    predicted = costs.removed(removed)
+    context.plan = {space: np.arange(count) for space, count in removed.items() if count}
+    RemoveChannels().run(context)
+    after = elements(model)
+    actual = sum(before.values()) - sum(after.get(name, 0.0) for name in before)
+    assert predicted > 0 and predicted == pytest.approx(actual, rel=1e-6)
+
+
+class _Costs:
+    """A stand-in for budget.PlanCosts: each space saves `per_channel` per channel removed, independently."""
+
+    def __init__(self, per_channel: dict[int, float], total: float):
+        self.per_channel, self.total = per_channel, total
+        self.tensors_of = {space: [f"t{space}"] for space in per_channel}
+        self.axes = {f"t{space}": {0: [(space, 1)]} for space in per_channel}
+
+    def step_gain(self, removed, space, count):
+        return (count - removed.get(space, 0)) * self.per_channel[space]
+
+
+def test_target_flops_spends_its_flops_where_they_buy_time():
+    """Under a FLOPs goal with the latency model, a step's error is weighed against the time it saves: the
+    less sensitive cut per FLOP that saves almost no time loses to one that turns its FLOPs into time."""
+    from onnxprune.passes.allocation import allocate_exact
+
+    low = 0.01 / TIE_FACTOR ** 2
+    curves = _curves({1: [0.01, 0.02], 2: [low, 2 * low]})
+    flops = _Costs({1: 1.0, 2: 1.0}, 10.0)
+    seconds = _Costs({1: 1.0, 2: 0.01}, 2.0)
+    assert allocate_exact(curves, flops, 10.0, 0.9, seconds) == {1: 0.0, 2: pytest.approx(0.1)}
+    realized = allocate_exact(curves, flops, 10.0, 0.9, seconds, realized=True)
+    assert realized == {1: pytest.approx(0.1), 2: 0.0}
