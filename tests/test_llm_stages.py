@@ -85,3 +85,46 @@ def test_a_spilled_weight_is_not_a_change(monkeypatch):
         assert len(built) <= 2, built  # the stage that changed and the next, never back to the start
         reference = list(capture(model, [matmuls[layer + 2].input[0]], feeds))
         np.testing.assert_array_equal(got[0], reference[0][matmuls[layer + 2].input[0]])
+
+
+def _pyramid(depth: int = 30, taps: tuple[int, ...] = (3, 6, 9)) -> onnx.ModelProto:
+    """A chain of `depth` MatMuls whose outputs at `taps` are added back at the end, as a detector's
+    feature pyramid keeps its backbone scales live up to the neck: no single-state cut after the first tap."""
+    rng = np.random.default_rng(0)
+    weights, nodes, h = [], [], "x"
+    for layer in range(depth):
+        weights.append(numpy_helper.from_array(rng.normal(0, 0.3, (D, D)).astype(np.float32), f"w{layer}"))
+        nodes.append(helper.make_node("MatMul", [h, f"w{layer}"], [f"h{layer}"]))
+        nodes.append(helper.make_node("Tanh", [f"h{layer}"], [f"a{layer}"]))
+        h = f"a{layer}"
+    for tap in taps:
+        nodes.append(helper.make_node("Add", [h, f"a{tap}"], [f"merge{tap}"]))
+        h = f"merge{tap}"
+    graph = helper.make_graph(nodes, "pyramid", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", D])],
+                              [helper.make_tensor_value_info(h, TensorProto.FLOAT, ["batch", D])], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_long_stages_are_cut_where_a_few_states_are_live(monkeypatch):
+    """Where no single-state cut exists for more than LONG_STAGE weight layers, the plan also cuts where at
+    most FEW_STATES states are live, and a capture through those stages is exactly the whole model's."""
+    import onnxprune.calib.stages as staging
+
+    model = Model.from_proto(_pyramid())
+    stages = plan_stages(model)
+    longest = max(sum(node.op_type == "MatMul" for node in stage.nodes) for stage in stages)
+    assert longest <= staging.LONG_STAGE and max(len(stage.crosses) for stage in stages) <= staging.FEW_STATES
+    monkeypatch.setattr(staging, "LONG_STAGE", 10**9)
+    single = plan_stages(model)
+    assert max(sum(node.op_type == "MatMul" for node in stage.nodes) for stage in single) > staging.FEW_STATES * 4
+    assert len(stages) > len(single)
+    monkeypatch.undo()
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.normal(size=(3, D)).astype(np.float32)} for _ in range(2)]
+    names = [node.output[0] for node in model.graph.node if node.op_type in ("MatMul", "Add")]
+    got = {(name, index): value for index, values in StagedRunner(model, feeds).capture(names)
+           for name, value in values.items()}
+    reference = list(capture(model, names, feeds))
+    assert len(got) == len(names) * len(feeds)
+    for (name, index), value in got.items():
+        np.testing.assert_array_equal(value, reference[index][name])

@@ -38,6 +38,8 @@ from ..report import progress
 
 # A stage proto bigger than this goes through a temporary file with external data (protobuf's 2 GB cap).
 INLINE_BYTES = 1_500_000_000
+# A stage of more weight layers than LONG_STAGE is also cut where at most FEW_STATES states are live.
+LONG_STAGE, FEW_STATES = 16, 4
 
 
 @dataclass
@@ -99,6 +101,7 @@ def plan_stages(model: Model) -> list[Stage]:
     live: dict[str, int] = {}  # live state tensor -> position of the node that produced it
     risky: set[str] = set()  # live outputs of _MAYBE_NOT_TENSOR ops
     cuts, since_matrix = [], False
+    few_cuts, since_few = [], False  # cuts with a few states live, for the stages too long otherwise
     for position, node in enumerate(nodes):
         if matrix_node[position] or any(name in state for name in reads[position]):
             state.update(name for name in node.output if name)
@@ -116,6 +119,11 @@ def plan_stages(model: Model) -> list[Stage]:
         if since_matrix and len(set(live.values())) == 1 and not risky and position < len(nodes) - 1:
             cuts.append(position + 1)
             since_matrix = False
+        since_few |= matrix_node[position]
+        if since_few and 1 <= len(set(live.values())) <= FEW_STATES and not risky and position < len(nodes) - 1:
+            few_cuts.append(position + 1)
+            since_few = False
+    cuts = _split_long_stages(cuts, few_cuts, matrix_node)
     bounds = [0, *cuts, len(nodes)]
     stages = []
     for index, (start, end) in enumerate(itertools.pairwise(bounds)):
@@ -126,6 +134,21 @@ def plan_stages(model: Model) -> list[Stage]:
         crosses = sorted(name for name in produced if last_read.get(name, -1) >= end)
         stages.append(Stage(index, nodes[start:end], outside, crosses, weights, produced))
     return stages
+
+
+def _split_long_stages(cuts: list[int], few_cuts: list[int], matrix_node: list[bool]) -> list[int]:
+    """`cuts` with the few-state cuts added inside every stage of more than LONG_STAGE weight layers.
+
+    A detector's feature pyramid keeps three or four scales live from the backbone to the heads, so it
+    has no single-state cut there: PicoDet's neck and heads were one stage of 499 nodes, rerun for every
+    compensation request. Caching a few live tensors is cheap for one image; a decoder's layers stay as
+    they were (they are short), so their activations are still held one block at a time."""
+    bounds = [0, *cuts, len(matrix_node)]
+    added = []
+    for start, end in itertools.pairwise(bounds):
+        if sum(matrix_node[start:end]) > LONG_STAGE:
+            added += [cut for cut in few_cuts if start < cut < end]
+    return sorted({*cuts, *added})
 
 
 def structure_key(model: Model) -> str:
