@@ -103,9 +103,10 @@ def _time(paths: dict[str, Path], feed: dict, runs: int, threads: int) -> dict[s
     original and its pruned copies alike; a ratio of two medians would mix different bursts."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
+    from onnxprune.check.runtime import session_options
+
+    # Not spinning: an idle session's spinning threads take cores from the one being timed (runtime.py).
+    options = session_options(threads or None, interleaved=True)
     sessions = {label: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
                 for label, path in paths.items()}
     times: dict[str, list[float]] = {label: [] for label in sessions}

@@ -116,8 +116,8 @@ class LatencyBudget(TargetBudget):
         feed = next(iter(self.calibration))
         candidate = save_model(copy, self._folder / "candidate.onnx")
         if self._original is None:
-            self._original = runtime.create_session(self._folder / "original.onnx")
-        ratio = timed_ratio(self._original, runtime.create_session(candidate), feed, self.runs)
+            self._original = runtime.create_session(self._folder / "original.onnx", interleaved=True)
+        ratio = timed_ratio(self._original, runtime.create_session(candidate, interleaved=True), feed, self.runs)
         context.report.setdefault("latency_search", {"target": self.target, "trials": []})["trials"].append(
             {"plan_spaces": len(plan), "latency_ratio": round(ratio, 4)})
         return ratio

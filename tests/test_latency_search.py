@@ -59,3 +59,12 @@ def test_choice_goes_by_the_fitted_line_not_a_lucky_timing():
     chosen = budget._choose(candidates, trials)
     assert chosen[1] != "plan1"
     assert chosen[2] == trials[int(chosen[1][-1])]["kept"]  # reported: what was measured
+
+
+def test_sessions_timed_in_turn_do_not_spin():
+    """Interleaved timing sessions keep their idle intra-op threads from spinning (runtime.session_options):
+    spinning threads of the idle session took cores from the timed one and made ratios jump."""
+    from onnxprune.check.runtime import session_options
+
+    assert session_options(2, interleaved=True).get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert not session_options(2).has_session_config_entry("session.intra_op.allow_spinning")

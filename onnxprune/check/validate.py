@@ -64,9 +64,9 @@ def _per_sample(spec: InputSpec, shape: tuple[int, ...]) -> tuple[int, ...]:
 INTERLEAVE_MAX_BYTES = 2 * 2**30
 
 
-def _session(name: str, path: str | os.PathLike) -> ort.InferenceSession:
+def _session(name: str, path: str | os.PathLike, interleaved: bool = False) -> ort.InferenceSession:
     try:
-        return runtime.create_session(path)
+        return runtime.create_session(path, interleaved=interleaved)
     except OnnxPruneError as exc:
         if name != "original":
             raise
@@ -105,7 +105,7 @@ def compare_models(
     interleaved = model_bytes(original) + model_bytes(pruned) <= INTERLEAVE_MAX_BYTES
     outputs: dict[str, list[dict[str, np.ndarray]]] = {}
     if interleaved:
-        sessions = {name: _session(name, path) for name, path in paths.items()}
+        sessions = {name: _session(name, path, interleaved=True) for name, path in paths.items()}
         for name, session in sessions.items():
             outputs[name] = [runtime.run(session, feed, label=name) for feed in feeds_of[name]]
         timing = latency.measure_interleaved(sessions, {name: feeds_of[name][0] for name in sessions}, runs=runs)

@@ -215,7 +215,7 @@ def _bench_ort(plan_entry: dict[str, Any], entries: list[_Entry], options: Bench
         for entry in entries:
             log(f"{name}: loading {entry.label}")
             sessions[entry.label] = runtime.create_provider_session(
-                entry.path, ep, provider_options[entry.label], options.threads)
+                entry.path, ep, provider_options[entry.label], options.threads, interleaved=len(entries) > 1)
     except runtime.ProviderUnusableError as exc:
         plan_entry.update(available=False, reason=str(exc))
         return None
