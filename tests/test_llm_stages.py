@@ -41,6 +41,19 @@ def _fused_residual_stack() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=opsets)
 
 
+def _assert_staged_capture_is_exact(model: Model, op_types: tuple[str, ...]) -> None:
+    """The staged runner's values of every `op_types` output equal the whole model's, bit for bit."""
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.normal(size=(3, D)).astype(np.float32)} for _ in range(2)]
+    names = [node.output[0] for node in model.graph.node if node.op_type in op_types]
+    got = {(name, index): value for index, values in StagedRunner(model, feeds).capture(names)
+           for name, value in values.items()}
+    reference = list(capture(model, names, feeds))
+    assert len(got) == len(names) * len(feeds)
+    for (name, index), value in got.items():
+        np.testing.assert_array_equal(value, reference[index][name])
+
+
 def test_fused_residual_norm_is_a_cut_and_staged_capture_is_exact():
     model = Model.from_proto(_fused_residual_stack())
     stages = plan_stages(model)
@@ -50,15 +63,7 @@ def test_fused_residual_norm_is_a_cut_and_staged_capture_is_exact():
     assert len(stages) == LAYERS + 2  # the input projection, one stage per layer, the head
     for stage in stages[1:-2]:  # the last layer's sum is read by nothing after it
         assert len(stage.crosses) == 2, stage.crosses  # the residual sum and its normalized copy
-    rng = np.random.default_rng(1)
-    feeds = [{"x": rng.normal(size=(3, D)).astype(np.float32)} for _ in range(2)]
-    names = [node.output[0] for node in model.graph.node if node.op_type == "MatMul"]
-    got = {(name, index): value for index, values in StagedRunner(model, feeds).capture(names)
-           for name, value in values.items()}
-    reference = list(capture(model, names, feeds))
-    assert len(got) == len(names) * len(feeds)
-    for (name, index), value in got.items():
-        np.testing.assert_array_equal(value, reference[index][name])
+    _assert_staged_capture_is_exact(model, ("MatMul",))
 
 
 def test_a_spilled_weight_is_not_a_change(monkeypatch):
@@ -119,12 +124,4 @@ def test_long_stages_are_cut_where_a_few_states_are_live(monkeypatch):
     assert max(sum(node.op_type == "MatMul" for node in stage.nodes) for stage in single) > staging.FEW_STATES * 4
     assert len(stages) > len(single)
     monkeypatch.undo()
-    rng = np.random.default_rng(1)
-    feeds = [{"x": rng.normal(size=(3, D)).astype(np.float32)} for _ in range(2)]
-    names = [node.output[0] for node in model.graph.node if node.op_type in ("MatMul", "Add")]
-    got = {(name, index): value for index, values in StagedRunner(model, feeds).capture(names)
-           for name, value in values.items()}
-    reference = list(capture(model, names, feeds))
-    assert len(got) == len(names) * len(feeds)
-    for (name, index), value in got.items():
-        np.testing.assert_array_equal(value, reference[index][name])
+    _assert_staged_capture_is_exact(model, ("MatMul", "Add"))
