@@ -178,7 +178,7 @@ def run_case(name: str, source: Path, feed: dict, calib: Path, work: Path, runs:
         paths.update({label: path for label, (path, _) in jobs.items() if "error" not in pruned[label]})
         latency = _time(paths, feed, runs, threads)
         load = os.getloadavg()[0]  # 1-minute load while timing: other work on the machine slows every model alike
-        tasks = _task(name, paths) if task and name in CNNS else {}
+        tasks = _task(name, paths) if task and name not in ("minilm", "smollm2") else {}
         exact = pruned.get("round-to 1", {}).get("flops_kept")
         requested = float(request[1]) if request[0] == "--target-flops" else exact
         points = [(1.0, 1.0)] + [(pruned[label]["flops_kept"], 1 / latency[label]["speedup"]) for label in paths
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--merge", action="store_true", help="keep the file's rows of other models and requests")
     parser.add_argument("--variants", default="default,round-to 1",
                         help="which of: default, round-to 1, per-FLOP (the former --target-flops allocation)")
-    parser.add_argument("--task", action="store_true", help=f"judge each pruned corpus CNN on {TASK_FEEDS} real "
+    parser.add_argument("--task", action="store_true", help=f"judge each pruned corpus model on {TASK_FEEDS} real "
                         "eval samples against the original (models.real.task_metric)")
     parser.add_argument("--fit", action="store_true",
                         help="also prune at --structured 0.2 and 0.6 and fit the time no cut reaches (see FIT_RATIOS)")
