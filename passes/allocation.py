@@ -23,50 +23,17 @@ def _bucket(value: float) -> float:
     return float("-inf") if value <= 0 else float(np.floor(np.log(value) / np.log(TIE_FACTOR)))
 
 
-def allocate(curves: list[Curve], costs: dict[int, tuple[float, float]], totals: tuple[float, float],
-             target: float, which: int, tie_costs: dict[int, float] | None = None) -> dict[int, float]:
-    """Greedy: keep taking the step (one space to its next ratio) with the least added error per
-    unit of cost saved, until the remaining cost is at most `target` of the total.
-
-    `tie_costs` (per space: what one channel saves in another currency, e.g. seconds of the latency
-    model) breaks ties: among steps whose error per unit saved is within TIE_FACTOR, the one that saves
-    the most of it per unit of the target's cost goes first, so a FLOPs cut goes where it buys time."""
-    chosen = {curve.space: 0 for curve in curves}
-    by_space = {curve.space: curve for curve in curves}
-    goal = (1 - target) * totals[which]
-    saved = 0.0
-
-    def step(curve: Curve) -> tuple[tuple[float, float, float], float] | None:
-        index = chosen[curve.space]
-        if index >= len(curve.ratios):
-            return None
-        before_ratio = curve.ratios[index - 1] if index else 0.0
-        before_error = curve.errors[index - 1] if index else 0.0
-        gain = (curve.ratios[index] - before_ratio) * curve.size * costs[curve.space][which]
-        per_unit = (curve.errors[index] - before_error) / max(gain, 1e-12)
-        if tie_costs is None:
-            return (per_unit, 0.0, 0.0), gain
-        tie = tie_costs.get(curve.space, 0.0) / max(costs[curve.space][which], 1e-30)
-        return (_bucket(per_unit), -tie, per_unit), gain
-
-    while saved < goal:
-        options = [(step(curve), curve.space) for curve in curves]
-        options = [(cost[0], cost[1], space) for cost, space in options if cost is not None and cost[1] > 0]
-        if not options:
-            break
-        _, gain, space = min(options)
-        chosen[space] += 1
-        saved += gain
-    return {space: by_space[space].ratios[index - 1] if index else 0.0 for space, index in chosen.items()}
-
-
 def allocate_exact(curves: list[Curve], costs, total: float, target: float, ties=None,
                    realized: bool = False) -> dict[int, float]:
-    """`allocate`'s greedy on a budget.PlanCosts: each step's saving is what the plan so far would really
-    save (a layer that already lost inputs saves less when it loses outputs), so the goal is reached as
-    asked instead of ending short. `ties`, a PlanCosts in another currency (seconds), breaks ties the
-    way `allocate`'s tie_costs do. Steps are cached per space and recomputed only for the spaces that
-    share a layer with the one that moved.
+    """Greedy: keep taking the step (one space to its next ratio) with the least added error per unit of
+    cost saved, until the remaining cost is at most `target` of `total`. `costs` is a budget.PlanCosts:
+    each step's saving is what the plan so far would really save (a layer that already lost inputs saves
+    less when it loses outputs), so the goal is reached as asked instead of ending short. Steps are cached
+    per space and recomputed only for the spaces that share a layer with the one that moved.
+
+    `ties`, a PlanCosts in another currency (seconds of the latency model), breaks ties: among steps
+    whose error per unit saved is within TIE_FACTOR, the one that saves the most of it per unit of the
+    target's cost goes first, so a FLOPs cut goes where it buys time.
 
     `realized` (with `ties`): a step's error is weighed against the time it saves (its share of the
     other currency, in units of the cost), while the goal is still counted in the cost: FLOPs a runtime

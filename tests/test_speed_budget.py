@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnxprune.passes.allocation import TIE_FACTOR, allocate
+from onnxprune.passes.allocation import TIE_FACTOR, allocate_exact
 from onnxprune.passes.sensitivity import SENSITIVITY_FLOPS, Curve, sensitivity_feeds
 from oracle import check_valid
 
@@ -27,24 +27,35 @@ def _curves(errors: dict[int, list[float]]) -> list[Curve]:
             for space, values in errors.items()]
 
 
+class _Costs:
+    """A stand-in for budget.PlanCosts: each space saves `per_channel` per channel removed, independently."""
+
+    def __init__(self, per_channel: dict[int, float], total: float):
+        self.per_channel, self.total = per_channel, total
+        self.tensors_of = {space: [f"t{space}"] for space in per_channel}
+        self.axes = {f"t{space}": {0: [(space, 1)]} for space in per_channel}
+
+    def step_gain(self, removed, space, count):
+        return (count - removed.get(space, 0)) * self.per_channel[space]
+
+
 def test_latency_breaks_ties_between_equally_sensitive_cuts():
     curves = _curves({1: [0.01, 0.02, 0.03], 2: [0.01, 0.02, 0.03]})
-    costs = {1: (1.0, 1.0), 2: (1.0, 1.0)}
-    totals = (10.0, 10.0)
+    costs = _Costs({1: 1.0, 2: 1.0}, 10.0)
     # One step (1 channel of 10, cost 1) each side; the goal is one step.
-    plain = allocate(curves, costs, totals, 0.9, 0)
+    plain = allocate_exact(curves, costs, 10.0, 0.9)
     assert sum(bool(r) for r in plain.values()) == 1
     for slow in (1, 2):
-        ties = {slow: 5.0, 3 - slow: 1.0}
-        chosen = allocate(curves, costs, totals, 0.9, 0, ties)
+        ties = _Costs({slow: 5.0, 3 - slow: 1.0}, 10.0)
+        chosen = allocate_exact(curves, costs, 10.0, 0.9, ties)
         assert chosen[slow] > 0 and chosen[3 - slow] == 0
 
 
 def test_latency_never_outweighs_a_clearly_less_sensitive_cut():
     low = 0.01 / (TIE_FACTOR ** 2)  # further apart than a tie
     curves = _curves({1: [0.01, 0.02], 2: [low, 2 * low]})
-    costs = {1: (1.0, 1.0), 2: (1.0, 1.0)}
-    chosen = allocate(curves, costs, (10.0, 10.0), 0.9, 0, {1: 100.0, 2: 1.0})
+    costs = _Costs({1: 1.0, 2: 1.0}, 10.0)
+    chosen = allocate_exact(curves, costs, 10.0, 0.9, _Costs({1: 100.0, 2: 1.0}, 101.0))
     assert chosen == {1: 0.0, 2: pytest.approx(0.1)}
 
 
@@ -159,23 +170,9 @@ def test_activation_costs_follow_the_channels_they_carry(zoo, name):
     assert predicted > 0 and predicted == pytest.approx(actual, rel=1e-6)
 
 
-class _Costs:
-    """A stand-in for budget.PlanCosts: each space saves `per_channel` per channel removed, independently."""
-
-    def __init__(self, per_channel: dict[int, float], total: float):
-        self.per_channel, self.total = per_channel, total
-        self.tensors_of = {space: [f"t{space}"] for space in per_channel}
-        self.axes = {f"t{space}": {0: [(space, 1)]} for space in per_channel}
-
-    def step_gain(self, removed, space, count):
-        return (count - removed.get(space, 0)) * self.per_channel[space]
-
-
 def test_target_flops_spends_its_flops_where_they_buy_time():
     """Under a FLOPs goal with the latency model, a step's error is weighed against the time it saves: the
     less sensitive cut per FLOP that saves almost no time loses to one that turns its FLOPs into time."""
-    from onnxprune.passes.allocation import allocate_exact
-
     low = 0.01 / TIE_FACTOR ** 2
     curves = _curves({1: [0.01, 0.02], 2: [low, 2 * low]})
     flops = _Costs({1: 1.0, 2: 1.0}, 10.0)
