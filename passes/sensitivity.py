@@ -213,14 +213,6 @@ class TargetBudget:
             self._flops_report = (context.model, report)
         return self._flops_report[1]
 
-    def _costs(self, context: Context) -> tuple[dict[int, tuple[float, float]], tuple[float, float], int]:
-        """Per-channel (FLOPs, parameters) of every space, the model's totals, and which one the target is on."""
-        model, graph = context.model, context.channel_graph()
-        flops = self._flops(context)
-        costs = space_costs(model, graph, flops.by_node)
-        params = float(parameter_count(model.weights.values()))
-        return costs, (float(flops.total), params), 0 if self.metric == "flops" else 1
-
     def _plan_costs(self, context: Context):
         """budget.PlanCosts of the target's metric, and the model's total of it."""
         from .budget import PlanCosts
