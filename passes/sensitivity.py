@@ -263,25 +263,28 @@ class TargetBudget:
     def _latency_costs(self, context: Context):
         """The latency model (weighted layers and the ops whose time follows their channels) as a
         budget.PlanCosts; None when no layer could be timed."""
-        from onnxprune.measure.latency_model import TIMED_OPS, layer_latencies
+        from onnxprune.measure.latency_model import TIMED_OPS, layer_latencies, static_shapes
 
         from .budget import PlanCosts
 
         by_node = layer_latencies(context.model, self.shapes, log=context.log, activations=True)
-        if not by_node:
-            return None
-        infos = context.model.infer_shapes(self.shapes)
-        timed = self._with_untimed_layers(context, by_node)
         weighted = {node.output[0] for node in context.model.graph.node if node.op_type in TIMED_OPS and node.output}
+        if not weighted & set(by_node):
+            # No weighted layer has static shapes (a dynamic input without --shapes): a few activations
+            # timed alone are no model of the time, and as the allocation's unit they would rank every
+            # cut by next to nothing (MiniLM-L3 without its mask's shape: --target-latency removed nothing).
+            context.report.setdefault("notes", []).append(
+                "latency model: no Conv/MatMul/Gemm could be timed alone (dynamic shapes? give --shapes)")
+            return None
+        timed = self._with_untimed_layers(context, by_node)
         context.report["latency_model"] = {
             "layers_timed": len(weighted & set(by_node)),
             "activation_ops_timed": len(set(by_node) - weighted),
             "layers_estimated_from_flops": len(set(timed) - set(by_node)),
             "seconds": round(sum(timed.values()), 6)}
         by_node = timed
-        static = {name: tuple(info.shape) for name, info in infos.items()
-                  if info.shape is not None and all(isinstance(d, int) and d > 0 for d in info.shape)}
-        return PlanCosts(context.model, context.channel_graph(), by_node, list(context.scores), static)
+        return PlanCosts(context.model, context.channel_graph(), by_node, list(context.scores),
+                         static_shapes(context.model, self.shapes))
 
     def _with_untimed_layers(self, context: Context, by_node: dict[str, float]) -> dict[str, float]:
         """The latency model with a time for each weighted layer it could not time (no static shape, a

@@ -180,3 +180,32 @@ def test_target_flops_spends_its_flops_where_they_buy_time():
     assert allocate_exact(curves, flops, 10.0, 0.9, seconds) == {1: 0.0, 2: pytest.approx(0.1)}
     realized = allocate_exact(curves, flops, 10.0, 0.9, seconds, realized=True)
     assert realized == {1: pytest.approx(0.1), 2: 0.0}
+
+
+def test_a_latency_model_without_its_layers_is_not_used(zoo, tmp_path, monkeypatch):
+    """When no weighted layer could be timed (dynamic shapes), the few activation ops timed are no model of
+    the time: --target-latency stops with an error naming the fix, --target-flops allocates per FLOP."""
+    import models
+    import onnxprune.measure.latency_model as latency_model
+    from onnxprune.errors import InvalidOptionError
+
+    real = latency_model.layer_latencies
+
+    def activations_only(model, *args, **kwargs):
+        timed = real(model, *args, **kwargs)
+        weighted = {node.output[0] for node in model.graph.node if node.op_type in latency_model.TIMED_OPS}
+        return {name: seconds for name, seconds in timed.items() if name not in weighted}
+
+    monkeypatch.setenv("ONNXPRUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(latency_model, "layer_latencies", activations_only)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, **models.example_inputs("mlp", batch=8))
+    shapes = {"input": (8, 64)}
+    with pytest.raises(InvalidOptionError, match="--shapes"):
+        prune(zoo("mlp"), tmp_path / "latency.onnx", PruneOptions(calib=str(calib), target_latency=0.7,
+                                                                    shapes=shapes, validate=False))
+    report = prune(zoo("mlp"), tmp_path / "flops.onnx", PruneOptions(calib=str(calib), target_flops=0.7,
+                                                                      shapes=shapes, validate=False))
+    assert "latency_model" not in report and any("no Conv/MatMul/Gemm" in note for note in report["notes"])
+    assert abs(report["after"]["flops"] / report["before"]["flops"] - 0.7) <= 0.05  # the MLP's coarse steps
+    check_valid(tmp_path / "flops.onnx")

@@ -44,7 +44,28 @@ def cache_file() -> Path:
     return root / "latency" / "layers.json"
 
 
-def _layer_model(model: Model, node: onnx.NodeProto, infos: dict) -> tuple[onnx.ModelProto, dict] | None:
+def _static(shape) -> bool:
+    return shape is not None and all(isinstance(d, int) and d > 0 for d in shape)
+
+
+def static_shapes(model: Model, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """Static shape of every tensor at these input shapes: ORT's symbolic inference, and where it left a
+    symbol, the shapes FLOPs are counted with (shape computations folded first). A batch dim rebuilt
+    through Shape -> Gather -> Concat -> Reshape came out as a new symbol in paraphrase-MiniLM-L3, and
+    no MatMul of it could be timed."""
+    from ..check.counts import _infer_shapes
+    from ..check.stats import folded_light_proto
+
+    known = {name: tuple(info.shape) for name, info in model.infer_shapes(shapes).items() if _static(info.shape)}
+    try:
+        _, counted = _infer_shapes(folded_light_proto(model, shapes), shapes, [])
+    except Exception:  # a refinement: what ORT's inference found stays
+        return known
+    return {**{name: shape for name, shape in counted.items() if _static(shape)}, **known}
+
+
+def _layer_model(model: Model, node: onnx.NodeProto, infos: dict,
+                 known: dict[str, tuple[int, ...]]) -> tuple[onnx.ModelProto, dict] | None:
     """The node alone: activation inputs as graph inputs at their inferred static shapes, big float weights
     as random initializers of their shapes (values do not change CPU kernel time; reading big weights would),
     small or non-float ones with their real values (a Resize's scales, a Clip's bounds decide the work)."""
@@ -64,14 +85,14 @@ def _layer_model(model: Model, node: onnx.NodeProto, infos: dict) -> tuple[onnx.
             initializers.append(onnx.numpy_helper.from_array(
                 rng.standard_normal(weight.shape).astype(dtype), name))
             continue
-        info = infos.get(name)
-        if info is None or info.shape is None or not all(isinstance(d, int) and d > 0 for d in info.shape):
+        info, shape = infos.get(name), known.get(name)
+        if info is None or shape is None:
             return None
         dtype = helper.tensor_dtype_to_np_dtype(info.elem_type)
         if np.dtype(dtype).kind != "f":
             return None
-        inputs.append(helper.make_tensor_value_info(name, info.elem_type, list(info.shape)))
-        feeds[name] = rng.standard_normal(info.shape).astype(dtype)
+        inputs.append(helper.make_tensor_value_info(name, info.elem_type, list(shape)))
+        feeds[name] = rng.standard_normal(shape).astype(dtype)
     out_info = infos.get(node.output[0])
     out_type = out_info.elem_type if out_info is not None else onnx.TensorProto.FLOAT
     outputs = [helper.make_tensor_value_info(node.output[0], out_type, None)]
@@ -103,6 +124,7 @@ def layer_latencies(model: Model, shapes: dict[str, tuple[int, ...]], threads: i
     import onnxruntime as ort
 
     infos = model.infer_shapes(shapes)
+    known = static_shapes(model, shapes)
     path = cache_file()
     try:
         cache = json.loads(path.read_text())
@@ -116,7 +138,7 @@ def layer_latencies(model: Model, shapes: dict[str, tuple[int, ...]], threads: i
     ops = TIMED_OPS | ACTIVATION_OPS if activations else TIMED_OPS
     nodes = [node for node in model.graph.node if node.op_type in ops and node.domain in ("", "ai.onnx")]
     for number, node in enumerate(nodes, 1):
-        built = _layer_model(model, node, infos)
+        built = _layer_model(model, node, infos, known)
         if built is None:
             continue
         proto, feeds = built
